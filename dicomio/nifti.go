@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/ctlens/ctlens/volume"
@@ -34,7 +35,7 @@ func niftiAffineLPS(v *volume.Volume) [3][4]float64 {
 
 // WriteNIfTI writes v as a single-file NIfTI-1 image (gzip-compressed when
 // path ends in .gz) with the given data type (NIfTIUint8, NIfTIInt16 or
-// NIfTIFloat32). The sform and qform both hold the voxel-to-world affine in
+// NIfTIFloat32), creating its folder if needed. The sform and qform both hold the voxel-to-world affine in
 // NIfTI's RAS convention (LPS with x and y negated); integer types round
 // voxel values and fail if one does not fit.
 func WriteNIfTI(path string, v *volume.Volume, datatype int) error {
@@ -126,6 +127,9 @@ func WriteNIfTI(path string, v *volume.Volume, datatype int) error {
 			}
 			data[n] = uint8(r)
 		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("dicomio: write NIfTI: %w", err)
 	}
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
