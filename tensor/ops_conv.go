@@ -33,6 +33,7 @@ var ConvColumnLimit = 64 << 20
 func Conv(x, w, b *Tensor, o ConvOpts) *Tensor {
 	g := newConvGeom(x, w, b, o)
 	y := Zeros(g.outShape()...)
+	addMACs(len(y.data) * (len(w.data) / w.shape[0])) // per output: Cin/groups · prod(kernel)
 	if g.depthwise() {
 		g.depthwiseForward(x.data, w.data, y.data)
 	} else {

@@ -477,3 +477,27 @@ func convAbs(v float64) float64 {
 	}
 	return v
 }
+
+// TestCountMACs checks the multiply-accumulate counts of Conv, Linear and
+// MatMul against the textbook formulas worked by hand.
+func TestCountMACs(t *testing.T) {
+	x := tensor.Zeros(2, 4, 6, 8, 8)
+	w := tensor.Zeros(6, 2, 3, 3, 3) // groups 2
+	// Output 2×6×3×4×4 (stride 2, padding 1): 2·6·48 positions × (4/2)·27.
+	got := tensor.CountMACs(func() {
+		tensor.Conv(x, w, nil, tensor.ConvOpts{Stride: []int{2}, Padding: []int{1}, Groups: 2})
+	})
+	if want := int64(2 * 6 * 3 * 4 * 4 * 2 * 27); got != want {
+		t.Errorf("Conv MACs %d, want %d", got, want)
+	}
+	got = tensor.CountMACs(func() {
+		tensor.Linear(tensor.Zeros(5, 7), tensor.Zeros(3, 7), nil)
+		tensor.MatMul(tensor.Zeros(4, 2, 3), tensor.Zeros(4, 3, 5))
+	})
+	if want := int64(5*3*7 + 4*2*3*5); got != want {
+		t.Errorf("Linear+MatMul MACs %d, want %d", got, want)
+	}
+	if n := tensor.CountMACs(func() {}); n != 0 {
+		t.Errorf("empty: %d", n)
+	}
+}
