@@ -123,7 +123,11 @@ func Build(s Spec, seed uint64) (c Classifier, err error) {
 		return nil, fmt.Errorf("net3d: %s: in_channels %d and classes %d must be positive", s.Arch, s.InChannels, s.Classes)
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x3d))
-	err = tensor.Catch(func() { c, err = e.Build(s, rng) })
+	var berr error
+	err = tensor.Catch(func() { c, berr = e.Build(s, rng) })
+	if err == nil {
+		err = berr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("net3d: build %s: %w", s.Arch, err)
 	}
