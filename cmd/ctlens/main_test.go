@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ctlens/ctlens/dicomio"
+)
+
+// run executes the ctlens command line in-process and returns its output.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetErr(&out)
+	rootCmd.SetArgs(args)
+	err := rootCmd.Execute()
+	return out.String(), err
+}
+
+func TestVersion(t *testing.T) {
+	out, err := run(t, "version")
+	if err != nil || !strings.HasPrefix(out, "ctlens ") {
+		t.Fatalf("version: %q, %v", out, err)
+	}
+}
+
+func TestModels(t *testing.T) {
+	out, err := run(t, "models", "--family", "covidnet3d-small", "--input", "1x1x16x32x32", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []modelInfo
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(rows) != 1 || rows[0].Name != "covidnet3d-small" {
+		t.Fatalf("rows %+v", rows)
+	}
+	r := rows[0]
+	// 207,987 parameters: the MBConv formula of reference-models.md 1.5.3,
+	// checked term by term in net3d's covidnet tests.
+	if r.Params != 207987 || r.MACs <= 0 || r.SizeMB != float64(r.Params)*4/(1<<20) {
+		t.Errorf("covidnet3d-small: %+v", r)
+	}
+	if _, err := run(t, "models", "--input", "1x1x16"); err == nil || !strings.Contains(err.Error(), "N x C x D x H x W") {
+		t.Errorf("bad --input: %v", err)
+	}
+}
+
+func TestSynthWritesDataset(t *testing.T) {
+	dir := t.TempDir()
+	out, err := run(t, "synth", "--out", dir, "--n", "3", "--size", "32", "--seed", "4")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	d, err := dicomio.ReadLayoutJSON(filepath.Join(dir, "dataset.json"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Scans) != 3 || len(d.Skipped) != 0 {
+		t.Fatalf("scans %+v skipped %v", d.Scans, d.Skipped)
+	}
+	for i, s := range d.Scans {
+		if s.Label != i || s.Kind != dicomio.KindDICOM || len(s.Slices) < 40 {
+			t.Errorf("scan %d: %+v", i, s)
+		}
+	}
+	var manifest []synthEntry
+	b, _ := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err := json.Unmarshal(b, &manifest); err != nil || len(manifest) != 3 {
+		t.Fatalf("manifest: %v %s", err, b)
+	}
+	for _, m := range manifest {
+		mask, err := dicomio.ReadNIfTI(filepath.Join(dir, m.Lesion), dicomio.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, v := range mask.Voxels {
+			if v != 0 {
+				n++
+			}
+		}
+		if (m.Class == "Normal") != (n == 0) {
+			t.Errorf("%s: %d lesion voxels", m.Class, n)
+		}
+	}
+	if _, err := run(t, "synth", "--out", dir, "--classes", "Flu"); err == nil || !strings.Contains(err.Error(), "Flu") {
+		t.Errorf("unknown class: %v", err)
+	}
+}
