@@ -697,7 +697,10 @@ func (n *Mobile3DNet) init(rng *rand.Rand, s Spec, cfg CovidNet3DConfig, l *covi
 	n.AddChild("feature_mix_layer", n.FeatureMixLayer)
 	n.Classifier = &MobileLinearLayer{}
 	if cfg.Dropout > 0 {
-		dr := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
+		dr := rand.New(rand.NewPCG(0, 0)) // shape-only build (nil rng)
+		if rng != nil {
+			dr = rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
+		}
 		n.Classifier.Dropout = nn.Child(n.Classifier, "dropout", nn.NewDropout(float32(cfg.Dropout), dr))
 	}
 	n.Classifier.Linear = nn.Child(n.Classifier, "linear", nn.NewLinear(rng, l.mix, s.Classes, true))

@@ -115,6 +115,11 @@ func Entries() []Entry {
 // Build constructs the network described by s with weights drawn from seed.
 // Shape or option errors in the spec are returned, never panicked.
 func Build(s Spec, seed uint64) (c Classifier, err error) {
+	return build(s, rand.New(rand.NewPCG(seed, 0x3d)))
+}
+
+// build constructs s with weights drawn from rng (none when rng is nil).
+func build(s Spec, rng *rand.Rand) (c Classifier, err error) {
 	e, ok := Lookup(s.Arch)
 	if !ok {
 		return nil, fmt.Errorf("net3d: unknown architecture %q (see `ctlens models`)", s.Arch)
@@ -122,7 +127,6 @@ func Build(s Spec, seed uint64) (c Classifier, err error) {
 	if s.InChannels < 1 || s.Classes < 1 {
 		return nil, fmt.Errorf("net3d: %s: in_channels %d and classes %d must be positive", s.Arch, s.InChannels, s.Classes)
 	}
-	rng := rand.New(rand.NewPCG(seed, 0x3d))
 	var berr error
 	err = tensor.Catch(func() { c, berr = e.Build(s, rng) })
 	if err == nil {
@@ -133,6 +137,12 @@ func Build(s Spec, seed uint64) (c Classifier, err error) {
 	}
 	return c, nil
 }
+
+// BuildShapes constructs the network described by s without drawing its
+// weights (they stay zero, untouched memory): for counting parameters and
+// MACs of large architectures quickly. Such a network must be filled from a
+// checkpoint before its outputs mean anything.
+func BuildShapes(s Spec) (Classifier, error) { return build(s, nil) }
 
 // DecodeConfig unmarshals s.Config into cfg (a pointer to a family's Config
 // struct, pre-filled with defaults); empty config leaves cfg unchanged.

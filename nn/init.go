@@ -84,7 +84,14 @@ func XavierNormal(rng *rand.Rand, t *tensor.Tensor, gain float64) {
 }
 
 // Uniform fills t with samples of U(lo, hi) (torch.nn.init.uniform_).
+//
+// All random initialisers leave t untouched when rng is nil: a model built
+// with a nil rng has the right shapes but no drawn weights, which makes
+// counting parameters and MACs of large architectures cheap.
 func Uniform(rng *rand.Rand, t *tensor.Tensor, lo, hi float64) {
+	if rng == nil {
+		return
+	}
 	d := t.Data()
 	for i := range d {
 		d[i] = float32(lo + (hi-lo)*rng.Float64())
@@ -93,6 +100,9 @@ func Uniform(rng *rand.Rand, t *tensor.Tensor, lo, hi float64) {
 
 // Normal fills t with samples of N(mean, std²) (torch.nn.init.normal_).
 func Normal(rng *rand.Rand, t *tensor.Tensor, mean, std float64) {
+	if rng == nil {
+		return
+	}
 	d := t.Data()
 	for i := range d {
 		d[i] = float32(mean + std*rng.NormFloat64())
@@ -106,6 +116,9 @@ func Normal(rng *rand.Rand, t *tensor.Tensor, mean, std float64) {
 func TruncNormal(rng *rand.Rand, t *tensor.Tensor, mean, std, a, b float64) {
 	if !(std > 0) || !(a < b) {
 		shapePanic("nn.TruncNormal", "need std > 0 and a < b, got std %g, [%g, %g]", std, a, b)
+	}
+	if rng == nil {
+		return
 	}
 	cdf := func(x float64) float64 { return (1 + math.Erf(x/math.Sqrt2)) / 2 }
 	l, u := cdf((a-mean)/std), cdf((b-mean)/std)

@@ -30,7 +30,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestModels(t *testing.T) {
-	out, err := run(t, "models", "--family", "covidnet3d-small", "--input", "1x1x16x32x32", "--json")
+	out, err := run(t, "models", "--family", "covidnet3d-small", "--input", "1x1x16x32x32", "--json", "--in-channels", "1", "--classes", "3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,5 +92,35 @@ func TestSynthWritesDataset(t *testing.T) {
 	}
 	if _, err := run(t, "synth", "--out", dir, "--classes", "Flu"); err == nil || !strings.Contains(err.Error(), "Flu") {
 		t.Errorf("unknown class: %v", err)
+	}
+}
+
+// TestModelsMACsMatchTorchvision compares the MAC counts of the video nets
+// at 1x3x16x112x112 with the GFLOPS torchvision publishes in their weights'
+// metadata (_ops: r3d_18 40.697, mc3_18 43.343, r2plus1d_18 40.519; it counts
+// multiply-accumulates of convolutions and linear layers).
+func TestModelsMACsMatchTorchvision(t *testing.T) {
+	out, err := run(t, "models", "--family", "torchvision-video", "--input", "1x3x16x112x112", "--in-channels", "3", "--classes", "400", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []modelInfo
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"r3d_18": 40.697, "mc3_18": 43.343, "r2plus1d_18": 40.519}
+	params := map[string]int{"r3d_18": 33371472, "mc3_18": 11695440, "r2plus1d_18": 31505325}
+	for _, r := range rows {
+		g := float64(r.MACs) / 1e9
+		if d := g - want[r.Name]; d > 0.0005 || d < -0.0005 {
+			t.Errorf("%s: %.4f GMACs, torchvision %.3f", r.Name, g, want[r.Name])
+		}
+		if r.Params != params[r.Name] {
+			t.Errorf("%s: %d parameters, torchvision %d", r.Name, r.Params, params[r.Name])
+		}
+		delete(want, r.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("missing %v", want)
 	}
 }

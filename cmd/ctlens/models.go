@@ -54,7 +54,7 @@ func describeModel(e net3d.Entry, inChannels, classes int, input []int) (modelIn
 	if classes > 0 {
 		spec.Classes = classes
 	}
-	m, err := net3d.Build(spec, 1)
+	m, err := net3d.BuildShapes(spec)
 	if err != nil {
 		return modelInfo{}, err
 	}
