@@ -8,12 +8,38 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/ctlens/ctlens/dicomio"
 )
+
+// resetFlags returns every flag of every command to its default, so that
+// in-process runs do not inherit flags set by an earlier run.
+func resetFlags(c *cobra.Command) {
+	reset := func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			var vals []string
+			if d := strings.Trim(f.DefValue, "[]"); d != "" {
+				vals = strings.Split(d, ",")
+			}
+			sv.Replace(vals)
+		} else {
+			f.Value.Set(f.DefValue)
+		}
+		f.Changed = false
+	}
+	c.Flags().VisitAll(reset)
+	c.PersistentFlags().VisitAll(reset)
+	for _, sub := range c.Commands() {
+		resetFlags(sub)
+	}
+}
 
 // run executes the ctlens command line in-process and returns its output.
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	resetFlags(rootCmd)
 	var out bytes.Buffer
 	rootCmd.SetOut(&out)
 	rootCmd.SetErr(&out)
