@@ -51,7 +51,16 @@ func TestPydicomFiles(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no files in %s: %v", dir, err)
 	}
-	refs := pydicomPixels(t, files)
+	// References only for files dicomio must decode or reject like the
+	// reference does: the expected failures need none (and GDCM takes
+	// seconds of CPU on the broken SC_rgb_jpeg.dcm).
+	var refFiles []string
+	for _, f := range files {
+		if _, ok := expectedFailures[filepath.Base(f)]; !ok {
+			refFiles = append(refFiles, f)
+		}
+	}
+	refs := pydicomPixels(t, refFiles)
 	passed, failedAsExpected, noImage := 0, 0, 0
 	for _, f := range files {
 		base := filepath.Base(f)

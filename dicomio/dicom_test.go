@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -37,11 +38,16 @@ func needTool(t testing.TB, name string) string {
 	return p
 }
 
+// pydicomErr is the result of importing pydicom and numpy, checked once
+// per test binary (a Python start costs seconds on a busy machine).
+var pydicomErr = sync.OnceValue(func() error {
+	return exec.Command(pythonPath, "-c", "import pydicom, numpy").Run()
+})
+
 // needPydicom checks that /usr/bin/python3 imports pydicom and numpy.
 func needPydicom(t testing.TB) {
 	t.Helper()
-	err := exec.Command(pythonPath, "-c", "import pydicom, numpy").Run()
-	if err != nil {
+	if err := pydicomErr(); err != nil {
 		if inCI() {
 			t.Fatalf("CTLENS_CI is set but %s cannot import pydicom and numpy: %v (install python3-pydicom python3-numpy)", pythonPath, err)
 		}

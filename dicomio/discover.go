@@ -108,6 +108,10 @@ type collector struct {
 	series map[string]*Series
 	order  []string
 	files  int
+	// head and full are read buffers reused from object to object: the
+	// first bytes of a file, and a whole object when those do not hold
+	// its header. Nothing parsed from them aliases them.
+	head, full []byte
 }
 
 func (c *collector) skip(p, reason string) { c.d.Skipped = append(c.d.Skipped, Skipped{p, reason}) }
@@ -147,7 +151,8 @@ func (c *collector) walkDir(root string) error {
 
 // addPath classifies one file. A zip archive, named directly (top) or met
 // in a folder walk, is searched like a folder; errors are fatal only for
-// the path given to Discover itself.
+// the path given to Discover itself. The file is opened once: its first
+// headPrefix bytes serve both to recognise it and to parse its header.
 func (c *collector) addPath(p string, size int64, top bool) error {
 	if err := c.countFile(p); err != nil {
 		return err
@@ -160,9 +165,12 @@ func (c *collector) addPath(p string, size int64, top bool) error {
 		c.skip(p, "unreadable: "+err.Error())
 		return nil
 	}
-	head := make([]byte, 132)
-	n, _ := io.ReadFull(f, head)
-	head = head[:n]
+	if st, err := f.Stat(); err == nil {
+		size = st.Size() // the file opened, should it have changed since the walk
+	}
+	c.head = grow(c.head, max(min(headPrefix, size), 0))
+	n, readErr := io.ReadFull(f, c.head)
+	head := c.head[:n]
 	if isZipFile(head) || (top && strings.EqualFold(filepath.Ext(p), ".zip")) {
 		if err := c.addZip(f, size, p); err != nil {
 			f.Close()
@@ -180,11 +188,15 @@ func (c *collector) addPath(p string, size int64, top bool) error {
 		c.skip(p, (&LimitError{What: p, Limit: "MaxFileBytes", Value: float64(size), Max: float64(c.lim.MaxFileBytes)}).Error())
 		return nil
 	}
+	if readErr != nil {
+		c.skip(p, fmt.Sprintf("unreadable: %s: %v", p, readErr))
+		return nil
+	}
 	if !looksLikeDICOM(head) {
 		c.skip(p, "not DICOM (no DICM magic at byte 128 and no recognisable data element at byte 0)")
 		return nil
 	}
-	c.addObject(p, fileSource(p))
+	c.addObject(p, fileSource(p), head, size)
 	return nil
 }
 
@@ -205,7 +217,7 @@ func (c *collector) addZip(r io.ReaderAt, size int64, name string) error {
 			c.skip(zs.label(), "nested zip archive: not opened")
 			continue
 		}
-		c.addObject(zs.label(), zs)
+		c.addObject(zs.label(), zs, nil, 0)
 	}
 	return nil
 }
@@ -227,29 +239,34 @@ func looksLikeDICOM(h []byte) bool {
 }
 
 // addObject parses one object's header and files it under its series.
-func (c *collector) addObject(p string, src source) {
+// prefix, when not nil, holds the first bytes of the object (total bytes
+// long): the header is parsed from it when it reaches Pixel Data, else the
+// whole object is read. Neither prefix nor the read buffer is retained.
+func (c *collector) addObject(p string, src source, prefix []byte, total int64) {
 	var (
-		data  []byte
-		err   error
-		total int64
-		in    *Instance
-		lay   *layout
+		in  *Instance
+		lay *layout
+		err error
 	)
-	if fs, ok := src.(fileSource); ok {
-		data, total, err = fs.readPrefix(headPrefix)
-		if err == nil && total > c.lim.MaxFileBytes {
-			c.skip(p, (&LimitError{What: p, Limit: "MaxFileBytes", Value: float64(total), Max: float64(c.lim.MaxFileBytes)}).Error())
-			return
-		}
-		if err == nil && looksLikeDICOM(data) {
-			in, lay, err = parsePrefix(data, total, p, c.lim)
-			if errors.Is(err, errNeedFull) {
-				in, err = nil, nil
-			}
+	if prefix != nil {
+		in, lay, err = parsePrefix(prefix, total, p, c.lim)
+		if errors.Is(err, errNeedFull) {
+			in, err = nil, nil
 		}
 	}
 	if in == nil && err == nil {
-		data, err = src.read(c.lim, nil)
+		var data []byte
+		if data, err = src.read(c.lim, c.full); err == nil {
+			c.full = data
+			if !looksLikeDICOM(data) {
+				c.skip(p, "not DICOM (no DICM magic at byte 128 and no recognisable data element at byte 0)")
+				return
+			}
+			if in, lay, err = parseObject(data, p, c.lim); err != nil {
+				c.skip(p, "unreadable DICOM: "+err.Error())
+				return
+			}
+		}
 	}
 	if err != nil {
 		var le *LimitError
@@ -259,17 +276,6 @@ func (c *collector) addObject(p string, src source) {
 		}
 		c.skip(p, "unreadable: "+err.Error())
 		return
-	}
-	if in == nil {
-		if !looksLikeDICOM(data) {
-			c.skip(p, "not DICOM (no DICM magic at byte 128 and no recognisable data element at byte 0)")
-			return
-		}
-		in, lay, err = parseObject(data, p, c.lim)
-		if err != nil {
-			c.skip(p, "unreadable DICOM: "+err.Error())
-			return
-		}
 	}
 	in.src = src
 	switch {

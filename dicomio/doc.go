@@ -12,7 +12,8 @@
 //	for _, s := range d.Series { ... s.Load(ctx) ... }
 //	for _, k := range d.Skipped { log.Print(k.Path, ": ", k.Reason) }
 //
-// Discover parses headers only (pixel data skipped) and groups objects by
+// Discover parses headers only: it reads the first 16 KiB of each file
+// (the whole file only when its header is longer) and groups objects by
 // SeriesInstanceUID. Non-DICOM files, DICOMDIR, objects without pixel data
 // (SR, RTSTRUCT, RT plans, waveforms), unreadable or unsupported objects
 // and, unless Options.AllModalities is set, image series of other
@@ -59,6 +60,18 @@
 // error names the UID and its name). Fragments are joined per frame by the
 // Basic Offset Table, else one fragment per frame, else codec start
 // markers.
+//
+// # Speed
+//
+// Series.Load reads each object once, into a buffer reused from object to
+// object, and decodes slices in parallel (Limits.Workers) straight into
+// one preallocated volume, each worker writing its own slices. 16-bit
+// samples are converted in dedicated loops (SSE2 on amd64, eight voxels
+// per step). On Linux the volume's memory is advised MADV_HUGEPAGE, as
+// NumPy does for large arrays: filling hundreds of MB of fresh memory
+// otherwise costs one page fault per 4 KiB, more than the decoding itself.
+// BenchmarkLoadSeries compares Discover + Load with pydicom + NumPy on a
+// 200-slice 512x512 series.
 //
 // # Untrusted input
 //

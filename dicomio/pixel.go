@@ -169,26 +169,24 @@ func storedValues(dst []int64, raw []byte, in *Instance) {
 
 // rescaleFrame writes stored*slope+intercept of one greyscale frame into
 // dst, with padding handled as documented at PaddingHU. It is the hot loop
-// of Series.Load: 16-bit samples whose BitsStored fills the word take a
-// direct path.
+// of Series.Load: 16-bit samples take dedicated loops (see rescaleInt16,
+// rescaleUint16 and rescale16); other formats the general one.
 func rescaleFrame(dst []float32, raw []byte, in *Instance, slope, icpt float64) {
-	c := codecOf(in)
-	s, b := float32(slope), float32(icpt)
-	exact := slope == float64(s) && icpt == float64(b)
-	switch {
-	case in.BitsAllocated == 16 && in.BitsStored == 16 && in.Signed && !in.HasPadding && exact:
+	if in.BitsAllocated == 16 && (!in.HasPadding || in.Modality == "CT") {
 		raw = raw[:2*len(dst)]
-		for i := range dst {
-			dst[i] = float32(int16(binary.LittleEndian.Uint16(raw[2*i:])))*s + b
-		}
-		return
-	case in.BitsAllocated == 16 && in.BitsStored == 16 && !in.Signed && !in.HasPadding && exact:
-		raw = raw[:2*len(dst)]
-		for i := range dst {
-			dst[i] = float32(binary.LittleEndian.Uint16(raw[2*i:]))*s + b
+		s, b := float32(slope), float32(icpt)
+		full := in.BitsStored == 16 && in.HighBit == 15
+		switch {
+		case full && !in.HasPadding && slope == float64(s) && icpt == float64(b) && in.Signed:
+			rescaleInt16(dst, raw, s, b)
+		case full && !in.HasPadding && slope == float64(s) && icpt == float64(b):
+			rescaleUint16(dst, raw, s, b)
+		default:
+			rescale16(dst, raw, in, slope, icpt)
 		}
 		return
 	}
+	c := codecOf(in)
 	var pad []bool
 	for i := range dst {
 		var w uint32
@@ -212,5 +210,68 @@ func rescaleFrame(dst []float32, raw []byte, in *Instance, slope, icpt float64) 
 	}
 	if pad != nil {
 		fillPadding(dst, pad, in.Modality)
+	}
+}
+
+// rescaleInt16Go sets dst[i] = float32(int16 word i of raw)*s + b (float32
+// arithmetic, as NumPy computes it); len(raw) must be 2*len(dst). It is
+// the portable form of rescaleInt16.
+func rescaleInt16Go(dst []float32, raw []byte, s, b float32) {
+	for len(dst) >= 4 && len(raw) >= 8 {
+		w := binary.LittleEndian.Uint64(raw)
+		dst[0] = float32(int16(w))*s + b
+		dst[1] = float32(int16(w>>16))*s + b
+		dst[2] = float32(int16(w>>32))*s + b
+		dst[3] = float32(int16(w>>48))*s + b
+		dst, raw = dst[4:], raw[8:]
+	}
+	for i := range dst {
+		dst[i] = float32(int16(binary.LittleEndian.Uint16(raw[2*i:])))*s + b
+	}
+}
+
+// rescaleUint16Go is rescaleInt16Go for unsigned words.
+func rescaleUint16Go(dst []float32, raw []byte, s, b float32) {
+	for len(dst) >= 4 && len(raw) >= 8 {
+		w := binary.LittleEndian.Uint64(raw)
+		dst[0] = float32(uint16(w))*s + b
+		dst[1] = float32(uint16(w>>16))*s + b
+		dst[2] = float32(uint16(w>>32))*s + b
+		dst[3] = float32(uint16(w>>48))*s + b
+		dst, raw = dst[4:], raw[8:]
+	}
+	for i := range dst {
+		dst[i] = float32(binary.LittleEndian.Uint16(raw[2*i:]))*s + b
+	}
+}
+
+// rescale16 is the general loop for 16-bit words: the BitsStored bits
+// ending at HighBit (two's complement when Signed), CT padding (values in
+// [PaddingValue, PaddingLimit] become PaddingHU) when in.HasPadding, and
+// float32(stored*slope + intercept) computed in float64 otherwise, as the
+// general path of rescaleFrame does. len(raw) must be 2*len(dst).
+func rescale16(dst []float32, raw []byte, in *Instance, slope, icpt float64) {
+	// Shifting the word left by 15-HighBit puts the value's top bit at
+	// bit 15; shifting right by 16-BitsStored (arithmetically when signed)
+	// drops the bits below the value and extends its sign.
+	l, r := uint(15-in.HighBit), uint(16-in.BitsStored)
+	lo, hi := int32(1), int32(0) // empty padding range
+	if in.HasPadding {
+		lo, hi = int32(max(in.PaddingValue, -1<<31)), int32(min(in.PaddingLimit, 1<<31-1))
+	}
+	signed := in.Signed
+	for i := range dst {
+		w := binary.LittleEndian.Uint16(raw[2*i:]) << l
+		var v int32
+		if signed {
+			v = int32(int16(w) >> r)
+		} else {
+			v = int32(w >> r)
+		}
+		if v >= lo && v <= hi {
+			dst[i] = PaddingHU
+			continue
+		}
+		dst[i] = float32(float64(v)*slope + icpt)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ctlens/ctlens/volume"
 )
@@ -296,34 +297,31 @@ func (s *Series) Load(ctx context.Context) (*volume.Volume, error) {
 		return nil, &LimitError{What: "series " + s.UID, Limit: "MaxVoxels", Value: float64(nvox), Max: float64(lim.MaxVoxels)}
 	}
 	v := &volume.Volume{
-		Voxels:    make([]float32, nvox),
+		Voxels:    newVoxels(nvox),
 		Dims:      g.Dims,
 		Spacing:   g.Spacing,
 		Origin:    g.Origin,
 		Direction: g.Direction,
 	}
 	per := g.Dims[0] * g.Dims[1]
-	// Group the slice indices by object so each object is read once.
-	type job struct {
-		in     *Instance
-		frames map[int]int // frame -> k
-	}
-	jobsBy := map[*Instance]*job{}
-	var jobs []*job
+	// Group the slices by object so that each object is read once; each
+	// job writes its own slices of v.Voxels, disjoint from the others'.
+	jobs := make([]loadJob, 0, len(s.Instances))
+	jobOf := make(map[*Instance]int, len(s.Instances))
 	for k, r := range g.Slices {
-		j := jobsBy[r.Instance]
-		if j == nil {
-			j = &job{in: r.Instance, frames: map[int]int{}}
-			jobsBy[r.Instance] = j
-			jobs = append(jobs, j)
+		j, ok := jobOf[r.Instance]
+		if !ok {
+			j = len(jobs)
+			jobOf[r.Instance] = j
+			jobs = append(jobs, loadJob{in: r.Instance})
 		}
-		j.frames[r.Frame] = k
+		jobs[j].slots = append(jobs[j].slots, frameSlot{frame: r.Frame, k: k})
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch := make(chan *job)
 	var (
+		next     atomic.Int64
 		mu       sync.Mutex
 		firstErr error
 		wg       sync.WaitGroup
@@ -336,29 +334,34 @@ func (s *Series) Load(ctx context.Context) (*volume.Volume, error) {
 		}
 		mu.Unlock()
 	}
-	workers := min(lim.Workers, len(jobs))
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var buf []byte // reused file buffer of this worker
-			for j := range ch {
-				var err error
-				if buf, err = loadObject(j.in, j.frames, v.Voxels, per, lim, buf); err != nil {
-					setErr(fmt.Errorf("series %s: %w", s.UID, err))
-				}
+	worker := func() {
+		defer wg.Done()
+		bp, _ := readBufs.Get().(*[]byte) // this worker's file buffer
+		if bp == nil {
+			bp = new([]byte)
+		}
+		defer func() {
+			if cap(*bp) <= maxPooledReadBuf {
+				readBufs.Put(bp)
 			}
 		}()
-	}
-feed:
-	for _, j := range jobs {
-		select {
-		case ch <- j:
-		case <-ctx.Done():
-			break feed
+		for ctx.Err() == nil {
+			i := int(next.Add(1) - 1)
+			if i >= len(jobs) {
+				return
+			}
+			var err error
+			if *bp, err = loadObject(&jobs[i], v.Voxels, per, lim, *bp); err != nil {
+				setErr(fmt.Errorf("series %s: %w", s.UID, err))
+			}
 		}
 	}
-	close(ch)
+	workers := max(1, min(lim.Workers, len(jobs))) // the calling goroutine is one
+	wg.Add(workers)
+	for w := 1; w < workers; w++ {
+		go worker()
+	}
+	worker() // the calling goroutine works too
 	wg.Wait()
 	if firstErr != nil {
 		return nil, firstErr
@@ -369,9 +372,27 @@ feed:
 	return v, nil
 }
 
-// loadObject decodes the wanted frames of one object into vox.
-// buf is a reusable read buffer; the (possibly grown) buffer is returned.
-func loadObject(in *Instance, frames map[int]int, vox []float32, per int, lim Limits, buf []byte) ([]byte, error) {
+// readBufs holds *[]byte file buffers for Load's workers, so that loading
+// series after series reuses memory instead of faulting in fresh pages;
+// buffers above maxPooledReadBuf bytes are not kept.
+var readBufs sync.Pool
+
+const maxPooledReadBuf = 64 << 20
+
+// frameSlot sends frame (0-based) of an object to volume slice k.
+type frameSlot struct{ frame, k int }
+
+// loadJob is one object of a series and where its frames go.
+type loadJob struct {
+	in    *Instance
+	slots []frameSlot
+}
+
+// loadObject decodes the wanted frames of one object into vox (slice k
+// at vox[k*per:(k+1)*per]). buf is a reusable read buffer; the (possibly
+// grown) buffer is returned.
+func loadObject(j *loadJob, vox []float32, per int, lim Limits, buf []byte) ([]byte, error) {
+	in := j.in
 	if in.src == nil {
 		return buf, fmt.Errorf("dicomio: %s: object has no source", in.Path)
 	}
@@ -390,9 +411,9 @@ func loadObject(in *Instance, frames map[int]int, vox []float32, per int, lim Li
 	if err != nil {
 		return data, err
 	}
-	for f, k := range frames {
-		slope, icpt := in.rescale(f)
-		rescaleFrame(vox[k*per:(k+1)*per], fd[f], in, slope, icpt)
+	for _, sl := range j.slots {
+		slope, icpt := in.rescale(sl.frame)
+		rescaleFrame(vox[sl.k*per:(sl.k+1)*per], fd[sl.frame], in, slope, icpt)
 	}
 	return data, nil
 }

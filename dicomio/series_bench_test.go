@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -99,21 +100,74 @@ func runBenchPydicom(t testing.TB, dir string, reps int) benchResult {
 	return r
 }
 
+// benchSeries is BenchmarkLoadSeries' 200-slice folder, written once per
+// test binary (the benchmark function runs several times: b.N = 1, then
+// the requested count) and removed by TestMain.
+var benchSeries struct {
+	once  sync.Once
+	dir   string
+	bytes int64
+	// py is the latest bench_pydicom.py result; reusePy says the next run
+	// may report it instead of timing pydicom again.
+	py      benchResult
+	reusePy bool
+}
+
+// benchSeriesDir returns the benchmark's series folder and its total size.
+func benchSeriesDir(b *testing.B) (string, int64) {
+	b.Helper()
+	benchSeries.once.Do(func() {
+		dir, err := os.MkdirTemp("", "dicomio-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		writeBenchSeries(b, dir, 200, 512)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var total int64
+		for _, e := range ents {
+			info, err := e.Info()
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += info.Size()
+		}
+		benchSeries.dir, benchSeries.bytes = dir, total
+	})
+	if benchSeries.dir == "" {
+		b.Fatal("writing the benchmark series failed in an earlier run")
+	}
+	return benchSeries.dir, benchSeries.bytes
+}
+
+// TestMain runs the tests and benchmarks, then removes the benchmark's
+// series folder.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchSeries.dir != "" {
+		os.RemoveAll(benchSeries.dir)
+	}
+	os.Exit(code)
+}
+
 // BenchmarkLoadSeries loads a 200-slice 512x512 int16 series (written by
-// pydicom) into a HU volume and reports MB/s of file data; it runs
-// bench_pydicom.py (pydicom + numpy) on the same files and reports its
-// MB/s and the ratio (goal: ctlens >= 3x pydicom).
+// pydicom) into a HU volume (Discover, then Series.Load) and reports MB/s
+// of file data; each run also runs bench_pydicom.py (pydicom + numpy, best
+// of 2) on the same files and reports its MB/s and the ratio (goal:
+// ctlens >= 3x pydicom). On a shared machine wall time is noisy, so CPU
+// seconds (user+system, all threads) per load are compared too.
 func BenchmarkLoadSeries(b *testing.B) {
 	needPydicom(b)
-	dir := b.TempDir()
-	writeBenchSeries(b, dir, 200, 512)
-	var total int64
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		info, _ := e.Info()
-		total += info.Size()
+	dir, total := benchSeriesDir(b)
+	// pydicom is timed in every run except one that directly follows a
+	// b.N = 1 run (the testing package's probe), which reuses its numbers.
+	py := benchSeries.py
+	if !benchSeries.reusePy {
+		py = runBenchPydicom(b, dir, 2)
 	}
-	py := runBenchPydicom(b, dir, 2)
+	benchSeries.py, benchSeries.reusePy = py, b.N == 1 && !benchSeries.reusePy
 	b.SetBytes(total)
 	b.ResetTimer()
 	start := time.Now()
@@ -127,7 +181,7 @@ func BenchmarkLoadSeries(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if v.Dims[2] != 200 {
+		if v.Dims != [3]int{512, 512, 200} {
 			b.Fatalf("dims %v", v.Dims)
 		}
 	}
@@ -137,8 +191,7 @@ func BenchmarkLoadSeries(b *testing.B) {
 	b.ReportMetric(mbps, "MB/s-ctlens")
 	b.ReportMetric(py.MBps, "MB/s-pydicom")
 	b.ReportMetric(mbps/py.MBps, "x-pydicom")
-	// On a shared machine wall time is noisy: also compare CPU seconds
-	// (user+system, all threads) per load.
 	b.ReportMetric(float64(total)/cpu/1e6, "MB/cpu-s-ctlens")
 	b.ReportMetric(float64(total)/py.CPUSeconds/1e6, "MB/cpu-s-pydicom")
+	b.ReportMetric(py.CPUSeconds/cpu, "x-pydicom-cpu")
 }

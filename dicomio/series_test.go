@@ -26,19 +26,21 @@ type sliceSpec struct {
 }
 
 type seriesSpec struct {
-	UID       string      `json:"uid"`
-	Rows      int         `json:"rows"`
-	Cols      int         `json:"cols"`
-	IOP       []float64   `json:"iop"`
-	Spacing   [2]float64  `json:"spacing"`
-	Slope     float64     `json:"slope"`
-	Intercept float64     `json:"intercept"`
-	Modality  string      `json:"modality,omitempty"`
-	Syntax    string      `json:"syntax,omitempty"`
-	Padding   *int        `json:"padding,omitempty"`
-	Random    *int        `json:"random,omitempty"`
-	Enhanced  bool        `json:"enhanced,omitempty"`
-	Slices    []sliceSpec `json:"slices"`
+	UID       string     `json:"uid"`
+	Rows      int        `json:"rows"`
+	Cols      int        `json:"cols"`
+	IOP       []float64  `json:"iop"`
+	Spacing   [2]float64 `json:"spacing"`
+	Slope     float64    `json:"slope"`
+	Intercept float64    `json:"intercept"`
+	Modality  string     `json:"modality,omitempty"`
+	Syntax    string     `json:"syntax,omitempty"`
+	Padding   *int       `json:"padding,omitempty"`
+	Random    *int       `json:"random,omitempty"`
+	Enhanced  bool       `json:"enhanced,omitempty"`
+	// Dir is the sub-folder of the output folder that gets the files.
+	Dir    string      `json:"dir,omitempty"`
+	Slices []sliceSpec `json:"slices"`
 }
 
 // makeSeries writes the series with make_series.py (pydicom) into dir.
@@ -112,13 +114,29 @@ func checkVolume(t *testing.T, ctx context.Context, s *Series, order []int, want
 
 var axial = []float64{1, 0, 0, 0, 1, 0}
 
+// orderingCase is one subtest of TestSeriesOrdering: the series it
+// writes and the checks on the folder holding them.
+type orderingCase struct {
+	name  string
+	specs []seriesSpec
+	check func(t *testing.T, dir string)
+}
+
 func TestSeriesOrdering(t *testing.T) {
 	needPydicom(t)
 	ctx := context.Background()
 	identity := [3][3]float64{{1, 0, 0}, {0, 1, 0}, {0, 0, 1}}
+	discover := func(t *testing.T, dir string) *Discovery {
+		t.Helper()
+		d, err := Discover(dir, Limits{})
+		if err != nil || len(d.Series) != 1 {
+			t.Fatalf("%v %v (skipped %v)", d, err, d.Skipped)
+		}
+		return d
+	}
+	var cases []orderingCase
 
-	t.Run("shuffled", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		s := stack("1.2.3.1", 12, axial, [3]float64{-10, 20, -50}, 2.5)
 		// shuffle file names and instance numbers: only positions order them
 		rng := rand.New(rand.NewSource(1))
@@ -127,33 +145,28 @@ func TestSeriesOrdering(t *testing.T) {
 			s.Slices[k].File = fmt.Sprintf("IM%03d", perm[k])
 			s.Slices[k].Num = intp(perm[k])
 		}
-		makeSeries(t, dir, s)
-		d, err := Discover(dir, Limits{})
-		if err != nil || len(d.Series) != 1 {
-			t.Fatalf("%v %v", d, err)
-		}
-		order := make([]int, 12)
-		for k := range order {
-			order[k] = k
-		}
-		checkVolume(t, ctx, d.Series[0], order, [3]float64{-10, 20, -50}, identity, [3]float64{0.8, 0.7, 2.5})
-	})
+		cases = append(cases, orderingCase{"shuffled", []seriesSpec{s}, func(t *testing.T, dir string) {
+			order := make([]int, 12)
+			for k := range order {
+				order[k] = k
+			}
+			d := discover(t, dir)
+			checkVolume(t, ctx, d.Series[0], order, [3]float64{-10, 20, -50}, identity, [3]float64{0.8, 0.7, 2.5})
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			if v, err := d.Series[0].Load(cctx); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Load with a cancelled context: %v, %v", v, err)
+			}
+		}})
+	}
 
-	t.Run("descending positions", func(t *testing.T) {
-		dir := t.TempDir()
-		// InstanceNumber increases head to feet: z decreases.
-		s := stack("1.2.3.2", 8, axial, [3]float64{0, 0, 100}, -1.25)
-		makeSeries(t, dir, s)
-		d, err := Discover(dir, Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
+	// InstanceNumber increases head to feet: z decreases.
+	cases = append(cases, orderingCase{"descending positions", []seriesSpec{stack("1.2.3.2", 8, axial, [3]float64{0, 0, 100}, -1.25)}, func(t *testing.T, dir string) {
 		order := []int{7, 6, 5, 4, 3, 2, 1, 0}
-		checkVolume(t, ctx, d.Series[0], order, [3]float64{0, 0, 100 - 7*1.25}, identity, [3]float64{0.8, 0.7, 1.25})
-	})
+		checkVolume(t, ctx, discover(t, dir).Series[0], order, [3]float64{0, 0, 100 - 7*1.25}, identity, [3]float64{0.8, 0.7, 1.25})
+	}})
 
-	t.Run("oblique", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		a := 30 * math.Pi / 180
 		// rows along (cos a, sin a, 0), columns along -z: an oblique
 		// coronal-like plane; normal = row x col computed by hand:
@@ -165,122 +178,108 @@ func TestSeriesOrdering(t *testing.T) {
 		for i, j := 0, len(s.Slices)-1; i < j; i, j = i+1, j-1 {
 			s.Slices[i].File, s.Slices[j].File = s.Slices[j].File, s.Slices[i].File
 		}
-		makeSeries(t, dir, s)
-		d, err := Discover(dir, Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir3 := [3][3]float64{{math.Cos(a), math.Sin(a), 0}, {0, 0, -1}, n}
-		checkVolume(t, ctx, d.Series[0], []int{0, 1, 2, 3, 4}, [3]float64{1, 2, 3}, dir3, [3]float64{0.8, 0.7, 3})
-	})
+		cases = append(cases, orderingCase{"oblique", []seriesSpec{s}, func(t *testing.T, dir string) {
+			dir3 := [3][3]float64{{math.Cos(a), math.Sin(a), 0}, {0, 0, -1}, n}
+			checkVolume(t, ctx, discover(t, dir).Series[0], []int{0, 1, 2, 3, 4}, [3]float64{1, 2, 3}, dir3, [3]float64{0.8, 0.7, 3})
+		}})
+	}
 
-	t.Run("duplicate kept once", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		s := stack("1.2.3.4", 6, axial, [3]float64{0, 0, 0}, 2)
 		dup := s.Slices[3]
 		dup.File, dup.Num = "dup.dcm", intp(99)
 		s.Slices = append(s.Slices, dup)
-		makeSeries(t, dir, s)
-		d, err := Discover(dir, Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkVolume(t, ctx, d.Series[0], []int{0, 1, 2, 3, 4, 5}, [3]float64{}, identity, [3]float64{0.8, 0.7, 2})
-		if w := strings.Join(d.Series[0].Warnings, "\n"); !strings.Contains(w, "duplicate slice") || !strings.Contains(w, "dup.dcm") {
-			t.Fatalf("warnings %q lack the duplicate", w)
-		}
-	})
+		cases = append(cases, orderingCase{"duplicate kept once", []seriesSpec{s}, func(t *testing.T, dir string) {
+			d := discover(t, dir)
+			checkVolume(t, ctx, d.Series[0], []int{0, 1, 2, 3, 4, 5}, [3]float64{}, identity, [3]float64{0.8, 0.7, 2})
+			if w := strings.Join(d.Series[0].Warnings, "\n"); !strings.Contains(w, "duplicate slice") || !strings.Contains(w, "dup.dcm") {
+				t.Fatalf("warnings %q lack the duplicate", w)
+			}
+		}})
+	}
 
-	t.Run("gap", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		s := stack("1.2.3.5", 8, axial, [3]float64{}, 2)
 		s.Slices = append(s.Slices[:4], s.Slices[5:]...)
-		makeSeries(t, dir, s)
-		d, err := Discover(dir, Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = d.Series[0].Load(ctx)
-		var ge *GeometryError
-		if !errors.As(err, &ge) || !strings.Contains(err.Error(), "gap of 4 mm") {
-			t.Fatalf("error %v, want a gap GeometryError", err)
-		}
-		d.Series[0].AllowIrregular = true
-		v, err := d.Series[0].Load(ctx)
-		if err != nil || v.Dims[2] != 7 || v.Spacing[2] != 2 {
-			t.Fatalf("AllowIrregular: %v %v", v, err)
-		}
-	})
+		cases = append(cases, orderingCase{"gap", []seriesSpec{s}, func(t *testing.T, dir string) {
+			d := discover(t, dir)
+			_, err := d.Series[0].Load(ctx)
+			var ge *GeometryError
+			if !errors.As(err, &ge) || !strings.Contains(err.Error(), "gap of 4 mm") {
+				t.Fatalf("error %v, want a gap GeometryError", err)
+			}
+			d.Series[0].AllowIrregular = true
+			v, err := d.Series[0].Load(ctx)
+			if err != nil || v.Dims[2] != 7 || v.Spacing[2] != 2 {
+				t.Fatalf("AllowIrregular: %v %v", v, err)
+			}
+		}})
+	}
 
-	t.Run("non-uniform", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		s := stack("1.2.3.6", 6, axial, [3]float64{}, 2)
 		s.Slices[2].IPP[2] += 0.3
-		makeSeries(t, dir, s)
-		d, _ := Discover(dir, Limits{})
-		_, err := d.Series[0].Load(ctx)
-		if err == nil || !strings.Contains(err.Error(), "non-uniform slice spacing") {
-			t.Fatalf("error %v, want non-uniform spacing", err)
-		}
-	})
+		cases = append(cases, orderingCase{"non-uniform", []seriesSpec{s}, func(t *testing.T, dir string) {
+			_, err := discover(t, dir).Series[0].Load(ctx)
+			if err == nil || !strings.Contains(err.Error(), "non-uniform slice spacing") {
+				t.Fatalf("error %v, want non-uniform spacing", err)
+			}
+		}})
+	}
 
-	t.Run("mixed orientation", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		s := stack("1.2.3.7", 4, axial, [3]float64{}, 2)
 		other := []float64{1, 0, 0, 0, 0, -1}
 		s.Slices[1].IOP = &other
-		makeSeries(t, dir, s)
-		d, _ := Discover(dir, Limits{})
-		_, err := d.Series[0].Load(ctx)
-		if err == nil || !strings.Contains(err.Error(), "mixed orientation") {
-			t.Fatalf("error %v, want mixed orientation", err)
-		}
-	})
+		cases = append(cases, orderingCase{"mixed orientation", []seriesSpec{s}, func(t *testing.T, dir string) {
+			_, err := discover(t, dir).Series[0].Load(ctx)
+			if err == nil || !strings.Contains(err.Error(), "mixed orientation") {
+				t.Fatalf("error %v, want mixed orientation", err)
+			}
+		}})
+	}
 
-	t.Run("mixed sizes", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		s := stack("1.2.3.8", 4, axial, [3]float64{}, 2)
 		s.Slices[2].Rows = 7
-		makeSeries(t, dir, s)
-		d, _ := Discover(dir, Limits{})
-		_, err := d.Series[0].Load(ctx)
-		if err == nil || !strings.Contains(err.Error(), "mixed image sizes") {
-			t.Fatalf("error %v, want mixed sizes", err)
-		}
-	})
+		cases = append(cases, orderingCase{"mixed sizes", []seriesSpec{s}, func(t *testing.T, dir string) {
+			_, err := discover(t, dir).Series[0].Load(ctx)
+			if err == nil || !strings.Contains(err.Error(), "mixed image sizes") {
+				t.Fatalf("error %v, want mixed sizes", err)
+			}
+		}})
+	}
 
-	t.Run("no positions: InstanceNumber", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		s := stack("1.2.3.9", 5, axial, [3]float64{}, 2)
 		nums := []int{3, 1, 5, 2, 4}
 		for k := range s.Slices {
 			s.Slices[k].IPP = nil
 			s.Slices[k].Num = intp(nums[k])
 		}
-		makeSeries(t, dir, s)
-		d, _ := Discover(dir, Limits{})
-		g, err := d.Series[0].Geometry()
-		if err != nil {
-			t.Fatal(err)
-		}
-		// ordered by InstanceNumber: slice with num 1 (k=1) first, ...
-		want := []int{1, 3, 0, 4, 2}
-		for k, r := range g.Slices {
-			if r.Instance.InstanceNumber != nums[want[k]] {
-				t.Fatalf("slice %d has InstanceNumber %d, want %d", k, r.Instance.InstanceNumber, nums[want[k]])
+		cases = append(cases, orderingCase{"no positions: InstanceNumber", []seriesSpec{s}, func(t *testing.T, dir string) {
+			g, err := discover(t, dir).Series[0].Geometry()
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if !strings.Contains(strings.Join(g.Warnings, "\n"), "ordered by InstanceNumber") {
-			t.Fatalf("warnings %q", g.Warnings)
-		}
-		// spacing falls back to SliceThickness (1 mm from make_series.py)
-		if g.Spacing[2] != 1 {
-			t.Fatalf("spacing %v", g.Spacing)
-		}
-	})
+			// ordered by InstanceNumber: slice with num 1 (k=1) first, ...
+			want := []int{1, 3, 0, 4, 2}
+			for k, r := range g.Slices {
+				if r.Instance.InstanceNumber != nums[want[k]] {
+					t.Fatalf("slice %d has InstanceNumber %d, want %d", k, r.Instance.InstanceNumber, nums[want[k]])
+				}
+			}
+			if !strings.Contains(strings.Join(g.Warnings, "\n"), "ordered by InstanceNumber") {
+				t.Fatalf("warnings %q", g.Warnings)
+			}
+			// spacing falls back to SliceThickness (1 mm from make_series.py)
+			if g.Spacing[2] != 1 {
+				t.Fatalf("spacing %v", g.Spacing)
+			}
+		}})
+	}
 
-	t.Run("enhanced multi-frame", func(t *testing.T) {
-		dir := t.TempDir()
+	{
 		s := stack("1.2.3.10", 6, axial, [3]float64{5, 6, 7}, 1.5)
 		s.Enhanced = true
 		// frames stored in shuffled order
@@ -290,49 +289,54 @@ func TestSeriesOrdering(t *testing.T) {
 			sl[i] = s.Slices[p]
 		}
 		s.Slices = sl
-		makeSeries(t, dir, s)
-		d, err := Discover(dir, Limits{})
-		if err != nil || len(d.Series) != 1 {
-			t.Fatalf("%v %v (skipped %v)", d, err, d.Skipped)
-		}
-		checkVolume(t, ctx, d.Series[0], []int{0, 1, 2, 3, 4, 5}, [3]float64{5, 6, 7}, identity, [3]float64{0.8, 0.7, 1.5})
-	})
+		cases = append(cases, orderingCase{"enhanced multi-frame", []seriesSpec{s}, func(t *testing.T, dir string) {
+			checkVolume(t, ctx, discover(t, dir).Series[0], []int{0, 1, 2, 3, 4, 5}, [3]float64{5, 6, 7}, identity, [3]float64{0.8, 0.7, 1.5})
+		}})
+	}
 
-	t.Run("big endian and implicit", func(t *testing.T) {
-		for _, syn := range []string{"bigendian", "implicit"} {
-			dir := t.TempDir()
-			s := stack("1.2.3.11", 4, axial, [3]float64{}, 2)
-			s.Syntax = syn
-			makeSeries(t, dir, s)
-			d, err := Discover(dir, Limits{})
+	for _, syn := range []string{"bigendian", "implicit"} {
+		s := stack("1.2.3.11", 4, axial, [3]float64{}, 2)
+		s.Syntax = syn
+		cases = append(cases, orderingCase{syn, []seriesSpec{s}, func(t *testing.T, dir string) {
+			checkVolume(t, ctx, discover(t, dir).Series[0], []int{0, 1, 2, 3}, [3]float64{}, identity, [3]float64{0.8, 0.7, 2})
+		}})
+	}
+
+	{
+		s := stack("1.2.3.12", 3, axial, [3]float64{}, 2)
+		s.Padding = intp(-2000)
+		cases = append(cases, orderingCase{"padding", []seriesSpec{s}, func(t *testing.T, dir string) {
+			v, err := discover(t, dir).Series[0].Load(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkVolume(t, ctx, d.Series[0], []int{0, 1, 2, 3}, [3]float64{}, identity, [3]float64{0.8, 0.7, 2})
-		}
-	})
-
-	t.Run("padding", func(t *testing.T) {
-		dir := t.TempDir()
-		s := stack("1.2.3.12", 3, axial, [3]float64{}, 2)
-		s.Padding = intp(-2000)
-		makeSeries(t, dir, s)
-		d, _ := Discover(dir, Limits{})
-		v, err := d.Series[0].Load(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k := 0; k < 3; k++ {
-			for i := 0; i < 5; i++ {
-				if got := v.At(i, 0, k); got != PaddingHU {
-					t.Fatalf("padded voxel (%d,0,%d) = %v, want %v", i, k, got, float32(PaddingHU))
+			for k := 0; k < 3; k++ {
+				for i := 0; i < 5; i++ {
+					if got := v.At(i, 0, k); got != PaddingHU {
+						t.Fatalf("padded voxel (%d,0,%d) = %v, want %v", i, k, got, float32(PaddingHU))
+					}
+				}
+				if got, want := v.At(2, 1, k), float32(100*k+(5+2)%7-1024); got != want {
+					t.Fatalf("voxel (2,1,%d) = %v, want %v", k, got, want)
 				}
 			}
-			if got, want := v.At(2, 1, k), float32(100*k+(5+2)%7-1024); got != want {
-				t.Fatalf("voxel (2,1,%d) = %v, want %v", k, got, want)
-			}
+		}})
+	}
+
+	// One make_series.py run writes every case's series, each into its
+	// own folder (a Python start costs seconds on a busy machine).
+	root := t.TempDir()
+	var all []seriesSpec
+	for i, c := range cases {
+		for _, s := range c.specs {
+			s.Dir = fmt.Sprintf("case%02d", i)
+			all = append(all, s)
 		}
-	})
+	}
+	makeSeries(t, root, all...)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) { c.check(t, filepath.Join(root, fmt.Sprintf("case%02d", i))) })
+	}
 }
 
 // TestDiscoverMixedFolder puts two CT series, an MR series, pydicom's SR,
@@ -345,8 +349,8 @@ func TestDiscoverMixedFolder(t *testing.T) {
 	b := stack("1.2.4.2", 4, axial, [3]float64{}, 3)
 	mr := stack("1.2.4.3", 3, axial, [3]float64{}, 3)
 	mr.Modality = "MR"
-	makeSeries(t, dir, a, b)
-	makeSeries(t, filepath.Join(dir, "sub"), mr)
+	mr.Dir = "sub"
+	makeSeries(t, dir, a, b, mr)
 	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not dicom at all"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -32,27 +32,10 @@ func grow(buf []byte, n int64) []byte {
 	return make([]byte, n)
 }
 
-// headPrefix is how much of a file Discover reads first: enough for
-// nearly every header; longer headers trigger a full read.
-const headPrefix = 128 << 10
-
-// readPrefix returns up to n first bytes of the file and its size.
-func (f fileSource) readPrefix(n int64) ([]byte, int64, error) {
-	fh, err := os.Open(string(f))
-	if err != nil {
-		return nil, 0, err
-	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return nil, 0, err
-	}
-	buf := make([]byte, min(n, st.Size()))
-	if _, err := io.ReadFull(fh, buf); err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", f, err)
-	}
-	return buf, st.Size(), nil
-}
+// headPrefix is how much of a file Discover reads first: enough for the
+// header (up to Pixel Data) of nearly every CT file; longer headers make it
+// read the whole file.
+const headPrefix = 16 << 10
 
 // fileSource is a DICOM file on disk.
 type fileSource string
