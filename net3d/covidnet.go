@@ -436,12 +436,18 @@ func newMobileConvLayer(rng *rand.Rand, in, out, k, stride, groups int, relu6 bo
 }
 
 // Forward returns act(bn(conv(x))) for x of shape N×In×D×H×W.
-func (l *MobileConvLayer) Forward(x *tensor.Tensor) *tensor.Tensor {
-	y := l.BN.Forward(l.Conv.Forward(x))
+// In evaluation mode without gradients it is one fused convolution
+// (nn.ConvBNAct).
+func (l *MobileConvLayer) Forward(x *tensor.Tensor) *tensor.Tensor { return l.forward(x, nil) }
+
+// forward returns act(bn(conv(x))), or bn(conv(x)) + residual when residual
+// is not nil (point_linear has no activation).
+func (l *MobileConvLayer) forward(x, residual *tensor.Tensor) *tensor.Tensor {
+	act := tensor.ActNone
 	if l.ReLU6 {
-		y = tensor.ReLU6(y)
+		act = tensor.ActReLU6
 	}
-	return y
+	return nn.ConvBNAct(l.Conv, l.BN, x, residual, act)
 }
 
 // MBConv is the reference's MBInvertedConvLayer, an inverted residual
@@ -470,11 +476,15 @@ func newMBConv(rng *rand.Rand, in, out, k, stride, expand int, bn nn.BatchNormOp
 }
 
 // Forward returns point_linear(depth_conv(inverted_bottleneck(x))).
-func (m *MBConv) Forward(x *tensor.Tensor) *tensor.Tensor {
+func (m *MBConv) Forward(x *tensor.Tensor) *tensor.Tensor { return m.forward(x, nil) }
+
+// forward returns Forward(x) + residual (residual nil: Forward(x)), the
+// addition fused into point_linear when that runs fused.
+func (m *MBConv) forward(x, residual *tensor.Tensor) *tensor.Tensor {
 	if m.InvertedBottleneck != nil {
 		x = m.InvertedBottleneck.Forward(x)
 	}
-	return m.PointLinear.Forward(m.DepthConv.Forward(x))
+	return m.PointLinear.forward(m.DepthConv.Forward(x), residual)
 }
 
 // CalibrationLayer is the reference's CalibrationLayer before every cell:
@@ -486,7 +496,9 @@ type CalibrationLayer struct {
 }
 
 // Forward returns conv(x).
-func (c *CalibrationLayer) Forward(x *tensor.Tensor) *tensor.Tensor { return c.Conv.Forward(x) }
+func (c *CalibrationLayer) Forward(x *tensor.Tensor) *tensor.Tensor {
+	return nn.ConvBNAct(c.Conv, nil, x, nil, tensor.ActNone)
+}
 
 // IdentityOp is the identity candidate (the reference's parameter-free
 // IdentityLayer).
@@ -603,6 +615,10 @@ func (b *MobileInvertedResidualBlock) effective(j int, x *tensor.Tensor) *tensor
 
 // Forward returns the block output for the fixed Choice.
 func (b *MobileInvertedResidualBlock) Forward(x *tensor.Tensor) *tensor.Tensor {
+	if mb, ok := b.MobileInvertedConv.Choices.At(b.Choice).(*MBConv); ok && b.Cell.Shortcut {
+		// g(x) + x with the addition in point_linear's output pass.
+		return mb.forward(x, x)
+	}
 	g := b.effective(b.Choice, x)
 	switch {
 	case g == nil:

@@ -199,8 +199,10 @@ func newDenseLayer(rng *rand.Rand, layout DenseNetLayout, in int, c DenseNetConf
 
 // Forward returns concat(x, dropout(conv2(relu(norm2(conv1(relu(norm1(x)))))))).
 func (l *DenseLayer) Forward(x *tensor.Tensor) *tensor.Tensor {
-	h := l.Conv1.Forward(tensor.ReLU(l.Norm1.Forward(x)))
-	h = l.Conv2.Forward(tensor.ReLU(l.Norm2.Forward(h)))
+	// In evaluation mode without gradients norm1 and relu1 run as one pass
+	// and conv1, norm2 and relu2 as one fused convolution.
+	h := nn.BatchNormAct(l.Norm1, x, tensor.ActReLU)
+	h = l.Conv2.Forward(nn.ConvBNAct(l.Conv1, l.Norm2, h, nil, tensor.ActReLU))
 	if l.dropout3d != nil {
 		h = l.dropout3d.Forward(h)
 	} else if l.drop > 0 && l.Training() {
@@ -418,13 +420,19 @@ func (d *DenseNet3D) Features(x *tensor.Tensor, tap Tap) *tensor.Tensor {
 	if x.Dim() != 5 {
 		panic(&tensor.ShapeError{Op: "net3d.DenseNet3D", Msg: fmt.Sprintf("input of shape %v: want N×C×D×H×W", x.Shape())})
 	}
+	// The steps between two taps run as one nn.FusedForward, which fuses the
+	// stem's conv, norm and ReLU and each BatchNorm with its ReLU in
+	// evaluation mode without gradients.
+	var run []nn.Module
 	for _, st := range d.steps {
-		x = st.m.Forward(x)
+		run = append(run, st.m)
 		if st.tap != "" {
-			x = callTap(tap, st.tap, x)
+			x = callTap(tap, st.tap, nn.FusedForward(x, nil, tensor.ActNone, run...))
+			run = run[:0]
 		}
 	}
-	return callTap(tap, d.taps[len(d.taps)-1], d.relu.Forward(x))
+	x = nn.FusedForward(x, nil, tensor.ActNone, append(run, d.relu)...)
+	return callTap(tap, d.taps[len(d.taps)-1], x)
 }
 
 // Head returns FC(mean over d×h×w of f): N×C'×d×h×w → N×K.

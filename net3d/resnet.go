@@ -287,7 +287,7 @@ func checkInput(op string, x *tensor.Tensor, c int) {
 // "layer4".
 func (r *ResNet3D) Features(x *tensor.Tensor, tap Tap) *tensor.Tensor {
 	checkInput("net3d."+r.spec.Arch, x, r.Conv1.In)
-	x = tensor.ReLU(r.BN1.Forward(r.Conv1.Forward(x)))
+	x = nn.ConvBNAct(r.Conv1, r.BN1, x, nil, tensor.ActReLU)
 	if r.MaxPool != nil {
 		x = r.MaxPool.Forward(x)
 	}
@@ -369,17 +369,20 @@ func newBasicBlock3D(rng *rand.Rand, in, planes, stride, dil int, down nn.Module
 }
 
 // Forward returns the block's output.
+// In evaluation mode without gradients each convolution runs fused with its
+// BatchNorm, ReLU and the residual addition (nn.ConvBNAct).
 func (b *BasicBlock3D) Forward(x *tensor.Tensor) *tensor.Tensor {
-	out := tensor.ReLU(b.BN1.Forward(b.Conv1.Forward(x)))
-	out = b.BN2.Forward(b.Conv2.Forward(out))
-	return tensor.ReLU(tensor.Add(out, shortcut(b.Downsample, x)))
+	out := nn.ConvBNAct(b.Conv1, b.BN1, x, nil, tensor.ActReLU)
+	return nn.ConvBNAct(b.Conv2, b.BN2, out, shortcut(b.Downsample, x), tensor.ActReLU)
 }
 
+// shortcut returns down(x) (x for a nil down), a shortcut-B Sequential
+// running fused as nn.FusedForward.
 func shortcut(down nn.Module, x *tensor.Tensor) *tensor.Tensor {
 	if down == nil {
 		return x
 	}
-	return down.Forward(x)
+	return nn.FusedForward(x, nil, tensor.ActNone, down)
 }
 
 // Bottleneck3D is the residual block of depths 50 and above:
@@ -415,11 +418,12 @@ func newBottleneck3D(rng *rand.Rand, in, planes, stride, dil int, down nn.Module
 }
 
 // Forward returns the block's output.
+// In evaluation mode without gradients each convolution runs fused with its
+// BatchNorm, ReLU and the residual addition (nn.ConvBNAct).
 func (b *Bottleneck3D) Forward(x *tensor.Tensor) *tensor.Tensor {
-	out := tensor.ReLU(b.BN1.Forward(b.Conv1.Forward(x)))
-	out = tensor.ReLU(b.BN2.Forward(b.Conv2.Forward(out)))
-	out = b.BN3.Forward(b.Conv3.Forward(out))
-	return tensor.ReLU(tensor.Add(out, shortcut(b.Downsample, x)))
+	out := nn.ConvBNAct(b.Conv1, b.BN1, x, nil, tensor.ActReLU)
+	out = nn.ConvBNAct(b.Conv2, b.BN2, out, nil, tensor.ActReLU)
+	return nn.ConvBNAct(b.Conv3, b.BN3, out, shortcut(b.Downsample, x), tensor.ActReLU)
 }
 
 func init() {

@@ -88,14 +88,16 @@ type VideoBasicBlock struct {
 	Downsample *nn.Sequential // nil for the identity shortcut
 }
 
-// Forward returns the block's output.
+// Forward returns the block's output. In evaluation mode without gradients
+// each convolution runs fused with its BatchNorm, ReLU and the residual
+// addition (nn.FusedForward).
 func (b *VideoBasicBlock) Forward(x *tensor.Tensor) *tensor.Tensor {
-	out := b.Conv2.Forward(b.Conv1.Forward(x))
 	res := x
 	if b.Downsample != nil {
-		res = b.Downsample.Forward(x)
+		res = nn.FusedForward(x, nil, tensor.ActNone, b.Downsample)
 	}
-	return tensor.ReLU(tensor.Add(out, res))
+	out := nn.FusedForward(x, nil, tensor.ActNone, b.Conv1)
+	return nn.FusedForward(out, res, tensor.ActReLU, b.Conv2)
 }
 
 // VideoMidplanes returns torchvision's midplanes of a BasicBlock from
@@ -212,7 +214,7 @@ func NewR2Plus1D18(rng *rand.Rand, inChannels, classes int, cfg VideoConfig) (*V
 // "stem" and "layer1" … "layer4".
 func (v *VideoResNet) Features(x *tensor.Tensor, tap Tap) *tensor.Tensor {
 	checkInput("net3d."+v.spec.Arch, x, v.spec.InChannels)
-	x = callTap(tap, "stem", v.Stem.Forward(x))
+	x = callTap(tap, "stem", nn.FusedForward(x, nil, tensor.ActNone, v.Stem))
 	for i, l := range v.Layers {
 		x = callTap(tap, layerNames[i], l.Forward(x))
 	}

@@ -30,7 +30,9 @@ func (g *convGeom) dwTaps() []dwTap {
 }
 
 // depthwiseForward computes y = conv(x, w) without bias; y must be zero.
-func (g *convGeom) depthwiseForward(x, w, y []float32) {
+// When post is not nil, it is called with each finished output plane
+// pl = n·Cout + o right after it is computed.
+func (g *convGeom) depthwiseForward(x, w, y []float32, post func(pl int)) {
 	taps := g.dwTaps()
 	mult := g.coutG
 	ParallelFor(g.n*g.cout, convGrain(g.outVol*g.kVol), func(lo, hi int) {
@@ -41,6 +43,9 @@ func (g *convGeom) depthwiseForward(x, w, y []float32) {
 			yp := y[pl*g.outVol : (pl+1)*g.outVol]
 			for t, tp := range taps {
 				g.dwForwardTap(xp, yp, w[o*g.kVol+t], &tp)
+			}
+			if post != nil {
+				post(pl)
 			}
 		}
 	})

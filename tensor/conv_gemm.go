@@ -30,14 +30,29 @@ func (g *convGeom) groupOffsets(n, grp int) (xo, wo, yo int) {
 	return
 }
 
-// denseForward computes y = conv(x, w) without bias; y is overwritten.
-func (g *convGeom) denseForward(x, w, y []float32) {
+// denseForward computes y = conv(x, w) without bias; y is overwritten. When
+// post is not nil, it is called with each finished block of output
+// positions [l0, l1) of sample n's group grp (all the group's channels),
+// right after the product that wrote it, while the block is still in cache.
+func (g *convGeom) denseForward(x, w, y []float32, post func(n, grp, l0, l1 int)) {
 	kr := g.kRows()
 	if g.pointwise() {
+		// Without a post pass one product covers all positions; with one,
+		// blocks of positions keep the output block in cache for it.
+		chunk := g.outVol
+		if post != nil {
+			chunk = min(g.outVol, max(2048, (1<<20)/(4*g.coutG))&^31)
+		}
 		for n := range g.n {
 			for grp := range g.groups {
 				xo, wo, yo := g.groupOffsets(n, grp)
-				gemm.Sgemm(false, false, g.coutG, g.outVol, kr, 1, w[wo:], kr, x[xo:], g.inVol, 0, y[yo:], g.outVol)
+				for l0 := 0; l0 < g.outVol; l0 += chunk {
+					l1 := min(l0+chunk, g.outVol)
+					gemm.Sgemm(false, false, g.coutG, l1-l0, kr, 1, w[wo:], kr, x[xo+l0:], g.inVol, 0, y[yo+l0:], g.outVol)
+					if post != nil {
+						post(n, grp, l0, l1)
+					}
+				}
 			}
 		}
 		return
@@ -53,6 +68,9 @@ func (g *convGeom) denseForward(x, w, y []float32) {
 				col := (*buf)[:kr*(l1-l0)]
 				g.im2col(x[xo:xo+g.cinG*g.inVol], col, l0, l1)
 				gemm.Sgemm(false, false, g.coutG, l1-l0, kr, 1, w[wo:], kr, col, l1-l0, 0, y[yo+l0:], g.outVol)
+				if post != nil {
+					post(n, grp, l0, l1)
+				}
 			}
 		}
 	}

@@ -207,13 +207,17 @@ func convCeilDiv(a, b int) int { return -convFloorDiv(-a, b) }
 // convBufs recycles column buffers between Conv calls.
 var convBufs sync.Pool
 
-// getConvBuf returns a buffer of n float32 with unspecified contents.
+// getConvBuf returns a buffer of n float32 with unspecified contents. New
+// buffers hold at least convChunkBytes, the size chunkLen aims for, so that
+// one pooled buffer serves the convolutions of a whole network instead of
+// each larger one discarding it (which, over a forward pass, would leave
+// hundreds of MB of garbage for the collector).
 func getConvBuf(n int) *[]float32 {
 	if p, ok := convBufs.Get().(*[]float32); ok && cap(*p) >= n {
 		*p = (*p)[:n]
 		return p
 	}
-	s := make([]float32, n)
+	s := make([]float32, n, max(n, convChunkBytes/4))
 	return &s
 }
 

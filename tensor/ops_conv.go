@@ -35,9 +35,9 @@ func Conv(x, w, b *Tensor, o ConvOpts) *Tensor {
 	y := Zeros(g.outShape()...)
 	addMACs(len(y.data) * (len(w.data) / w.shape[0])) // per output: Cin/groups · prod(kernel)
 	if g.depthwise() {
-		g.depthwiseForward(x.data, w.data, y.data)
+		g.depthwiseForward(x.data, w.data, y.data, nil)
 	} else {
-		g.denseForward(x.data, w.data, y.data)
+		g.denseForward(x.data, w.data, y.data, nil)
 	}
 	if b != nil {
 		g.addBias(y.data, b.data)
