@@ -33,6 +33,7 @@ import (
 
 	"github.com/ctlens/ctlens/cam"
 	"github.com/ctlens/ctlens/models"
+	"github.com/ctlens/ctlens/net2d"
 	"github.com/ctlens/ctlens/net3d"
 	"github.com/ctlens/ctlens/nn"
 	"github.com/ctlens/ctlens/nn/safetensors"
@@ -87,18 +88,21 @@ type Model struct {
 	Name string
 	// Version distinguishes checkpoints of the same name.
 	Version string
-	// Arch is the registered architecture (net3d.Spec.Arch).
+	// Arch is the registered architecture (net3d.Spec.Arch, or a net2d
+	// architecture for a 2D model).
 	Arch string
 	// Description says what the model is.
 	Description string
 	// ClassNames names the classes by label.
 	ClassNames []string
 	// Pipeline prepares a scan in HU for the network; it is applied in
-	// inference mode (random ops skipped).
+	// inference mode (random ops skipped). For a 2D model it is the
+	// equivalent of the per-slice preparation (Slices.Pipeline), which
+	// Predict applies slice by slice.
 	Pipeline volume.Pipeline
 	// Input is the network input size, depth × height × width; the
 	// pipeline's output must be Input[2] columns × Input[1] rows ×
-	// Input[0] slices.
+	// Input[0] slices. For a 2D model it is one slice, [1, height, width].
 	Input [3]int
 	// Channels is the number of input channels (the scan is repeated in each).
 	Channels int
@@ -106,8 +110,15 @@ type Model struct {
 	Params int
 	// Caveat is shown with every result.
 	Caveat string
-	// Classifier is the network.
+	// Classifier is the network of a 3D model (nil for a 2D model).
 	Classifier net3d.Classifier
+	// Classifier2D is the network of a 2D model (a net2d architecture;
+	// nil for a 3D model): it scores every axial slice of the scan and the
+	// slice logits are aggregated into the scan's logits as Slices says.
+	Classifier2D net2d.Classifier
+	// Slices is a 2D model's slice preparation and aggregation
+	// (net2d.MetaSlices of its checkpoint).
+	Slices net2d.SlicePrep
 	// Meta is the checkpoint's metadata.
 	Meta map[string]string
 
@@ -131,7 +142,10 @@ func (m *Model) Info() Info {
 // LoadModel reads a ctlens checkpoint (net3d.SaveCheckpoint, or the best or
 // last checkpoint of `ctlens train`) that carries the preprocessing
 // metadata MetaPipeline, MetaInput and net3d.MetaClassNames, and returns the
-// frozen model. Its name is MetaName or the file name without extension.
+// frozen model. A checkpoint whose spec names a 2D architecture (package
+// net2d, e.g. the checkpoints of a 2D `ctlens train` run) carries
+// net2d.MetaSlices and net3d.MetaClassNames instead. Its name is MetaName
+// or the file name without extension.
 func LoadModel(path string) (*Model, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -185,6 +199,13 @@ func LoadModelBytes(name string, b []byte) (*Model, error) {
 		return nil, fmt.Errorf("metadata %s: %w", net3d.MetaSpec, err)
 	}
 	m := &Model{Name: name, Arch: spec.Arch, Channels: spec.InChannels, Meta: meta}
+	if is2DArch(spec.Arch) {
+		if err := m.load2D(f, spec); err != nil {
+			return nil, err
+		}
+		m.identify(b)
+		return m, nil
+	}
 	rawPl, ok := meta[MetaPipeline]
 	if !ok {
 		return nil, fmt.Errorf("no %s metadata: the checkpoint does not say how to prepare a scan (checkpoints of `ctlens train` do)", MetaPipeline)
@@ -200,18 +221,8 @@ func LoadModelBytes(name string, b []byte) (*Model, error) {
 			return nil, fmt.Errorf("metadata %s: input[%d] = %d (want 1..4096)", MetaInput, i, n)
 		}
 	}
-	if err := unmarshalMeta(meta, net3d.MetaClassNames, &m.ClassNames); err != nil {
+	if err := m.readClassNames(spec.Classes); err != nil {
 		return nil, err
-	}
-	if len(m.ClassNames) != spec.Classes {
-		return nil, fmt.Errorf("metadata %s: %d class names for the spec's %d classes", net3d.MetaClassNames, len(m.ClassNames), spec.Classes)
-	}
-	seen := map[string]bool{}
-	for _, c := range m.ClassNames {
-		if c == "" || seen[c] {
-			return nil, fmt.Errorf("metadata %s: class names %q must be distinct and non-empty", net3d.MetaClassNames, m.ClassNames)
-		}
-		seen[c] = true
 	}
 	if m.Classifier, err = net3d.Build(spec, 0); err != nil {
 		return nil, err
@@ -222,6 +233,18 @@ func LoadModelBytes(name string, b []byte) (*Model, error) {
 	nn.SetTraining(m.Classifier, false)
 	nn.SetRequiresGrad(m.Classifier, false)
 	m.Params = nn.NumParams(m.Classifier)
+	if e, ok := net3d.Lookup(spec.Arch); ok {
+		m.Description = e.Description
+	}
+	m.identify(b)
+	return m, nil
+}
+
+// identify sets the model's version (from the checkpoint bytes b unless
+// MetaVersion is set), and its name, caveat and description from the
+// metadata where set.
+func (m *Model) identify(b []byte) {
+	meta := m.Meta
 	sum := sha256.Sum256(b)
 	m.Version = "sha256:" + hex.EncodeToString(sum[:6])
 	if v := meta[MetaVersion]; v != "" {
@@ -234,13 +257,9 @@ func LoadModelBytes(name string, b []byte) (*Model, error) {
 	if v := meta[MetaCaveat]; v != "" {
 		m.Caveat = v
 	}
-	if e, ok := net3d.Lookup(spec.Arch); ok {
-		m.Description = e.Description
-	}
 	if v := meta[MetaDescription]; v != "" {
 		m.Description = v
 	}
-	return m, nil
 }
 
 // unmarshalMeta decodes the JSON metadata value of key into dst.
@@ -258,7 +277,15 @@ func unmarshalMeta(meta map[string]string, key string, dst any) error {
 // Prepare applies the model's pipeline to v (a scan in HU, not modified) in
 // inference mode and checks that the result has the network's input size.
 // It returns the prepared volume and the Trace that maps it back onto v.
+// For a 2D model, which prepares each slice as it scores it, it returns v
+// itself and an empty Trace.
 func (m *Model) Prepare(v *volume.Volume) (*volume.Volume, volume.Trace, error) {
+	if m.Classifier2D != nil {
+		if v == nil {
+			return nil, volume.Trace{}, errors.New("score: preprocess: nil volume")
+		}
+		return v, volume.Trace{}, nil
+	}
 	pre, tr, err := m.Pipeline.Apply(v, nil)
 	if err != nil {
 		return nil, volume.Trace{}, fmt.Errorf("score: preprocess: %w", err)
@@ -273,8 +300,12 @@ func (m *Model) Prepare(v *volume.Volume) (*volume.Volume, volume.Trace, error) 
 
 // Predict runs the network on a prepared volume (Prepare's output) and
 // returns the logits z and the probabilities p = softmax(z) (see the
-// package comment), one per class.
+// package comment), one per class. For a 2D model z are the aggregated
+// slice logits (see Model.Classifier2D).
 func (m *Model) Predict(pre *volume.Volume) (logits []float32, probs []float64, err error) {
+	if m.Classifier2D != nil {
+		return m.predict2D(pre)
+	}
 	x, err := cam.InputFromVolume(pre, m.Channels)
 	if err != nil {
 		return nil, nil, fmt.Errorf("score: infer: %w", err)
@@ -327,7 +358,12 @@ func Softmax(z []float32) ([]float64, error) {
 // the raw map of method at the final feature map, upsampled trilinearly
 // to the network input, scaled to [0, 1] by min–max (hot = 1) and mapped
 // back onto scan's grid (0 where the pipeline cropped or skipped voxels).
+// For a 2D model the maps of every slice are stacked instead (pre and tr
+// are not used; see explain2D).
 func (m *Model) Explain(scan, pre *volume.Volume, tr volume.Trace, method cam.Method, class int) (*cam.Heatmap, error) {
+	if m.Classifier2D != nil {
+		return m.explain2D(scan, method, class)
+	}
 	x, err := cam.InputFromVolume(pre, m.Channels)
 	if err != nil {
 		return nil, fmt.Errorf("score: heatmap: %w", err)

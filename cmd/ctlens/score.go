@@ -67,8 +67,9 @@ With --heatmap DIR, the predicted class of each series is explained by a class-a
 the scan's grid, with its geometry), montage.png, one overlay PNG per plane through the hottest
 voxel and summary.json.
 
-The model is the bundled default unless --model names a checkpoint of ctlens train. Results are
-not for clinical use.`,
+The model is the bundled default unless --model names a checkpoint of ctlens train. A 2D model
+(ResNet-RS, ResFormer) scores every axial slice and aggregates the slice scores as its checkpoint
+says; its heatmap stacks the slices' maps into a volume. Results are not for clinical use.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			defer scoreResetFlags(cmd)

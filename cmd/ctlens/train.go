@@ -26,6 +26,7 @@ type trainFlags struct {
 	recipe, out                              string
 	resume, noProgress, printRecipe          bool
 	model, modelConfig, input, pipeline      string
+	arch                                     string
 	inChannels, classes                      int
 	data, layout, root                       string
 	phantoms, phantomSize, phantomSlices     int
@@ -48,9 +49,10 @@ func init() { rootCmd.AddCommand(newTrainCmd()) }
 // newTrainCmd returns the `ctlens train` command.
 func newTrainCmd() *cobra.Command {
 	var tf trainFlags
+	var t2 train2DFlags
 	cmd := &cobra.Command{
 		Use:   "train",
-		Short: "Train a registered 3D model on CT scans or synthetic phantoms",
+		Short: "Train a registered 3D model, or a 2D model on axial slices, on CT scans or synthetic phantoms",
 		Long: `train trains any registered model (see ctlens models) on a dataset: a folder with one
 sub-folder per class (DICOM series, NIfTI files or slice stacks: --data), the CovidNet3D JSON
 layout (--layout, --root), or synthetic phantoms generated in memory (--phantoms N).
@@ -64,10 +66,20 @@ The output folder receives best.safetensors (the best epoch on the validation sp
 state.safetensors (for --resume), log.jsonl (one line per epoch), curves.png and recipe.json.
 A run that was interrupted continues with: ctlens train --resume --out DIR
 (the saved recipe.json is used unless --recipe or flags are given; the results are the same as
-an uninterrupted run's).`,
+an uninterrupted run's).
+
+2D models (ResNet-RS resnetrs-N, ResFormer resformer-ti/-s/-b) train on the axial slices of the
+scans, windowed (--window) and resized to --size; --preset resnetrs or resformer applies the
+published training recipe (flags given override it), --resolutions trains a ResFormer at several
+resolutions with the scale-consistency loss, and --labels chooses the slice labels. Their
+checkpoints score whole scans with ctlens score (slice scores aggregated by --aggregation). 2D runs
+cannot be resumed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tf.flagSet = cmd.Flags()
+			if tf.is2D() {
+				return runTrain2D(cmd, &tf, &t2)
+			}
 			r, err := tf.toRecipe()
 			if err != nil {
 				return err
@@ -107,6 +119,7 @@ an uninterrupted run's).`,
 	f.BoolVar(&tf.noProgress, "no-progress", false, "no progress bars")
 	f.BoolVar(&tf.printRecipe, "print-recipe", false, "print the effective recipe as JSON and exit")
 
+	f.StringVar(&tf.arch, "arch", "", "architecture spec JSON file, e.g. final.json of ctlens search (--model, --model-config, --in-channels, --classes override its fields)")
 	f.StringVar(&tf.model, "model", "", "architecture (see ctlens models; default covidnet3d)")
 	f.StringVar(&tf.modelConfig, "model-config", "", "architecture options as JSON, e.g. '{\"dropout\":0.2}'")
 	f.IntVar(&tf.inChannels, "in-channels", 0, "input channels (the scan is replicated; default 1)")
@@ -152,6 +165,7 @@ an uninterrupted run's).`,
 	f.Uint64Var(&tf.seed, "seed", 0, "random seed (default 1)")
 	f.IntVar(&tf.workers, "workers", 0, "scans loaded in parallel (default: CPUs)")
 	f.BoolVar(&tf.cache, "cache", false, "keep loaded scans in memory between epochs")
+	t2.register(f)
 	return cmd
 }
 
@@ -189,6 +203,11 @@ func (tf *trainFlags) toRecipe() (train.Recipe, error) {
 	var errs []error
 	add := func(name string, apply func() error) { errs = append(errs, set(name, apply)) }
 	add("out", func() error { r.Out = tf.out; return nil })
+	add("arch", func() error {
+		spec, err := readArchSpec(tf.arch)
+		r.Model = spec
+		return err
+	})
 	add("model", func() error { r.Model.Arch = tf.model; return nil })
 	add("model-config", func() error {
 		if !json.Valid([]byte(tf.modelConfig)) {

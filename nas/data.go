@@ -1,0 +1,252 @@
+package nas
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/ctlens/ctlens/dicomio"
+	"github.com/ctlens/ctlens/train"
+	"github.com/ctlens/ctlens/volume"
+)
+
+// Item is one labelled scan of a search dataset.
+type Item struct {
+	// Name identifies the scan in messages (its path, or "phantom 3 (NCP)").
+	Name string
+	// Label is the class index into Dataset.Classes.
+	Label int
+	// Load reads the scan's volume (HU, or grey values for slice stacks).
+	Load func() (*volume.Volume, error)
+}
+
+// Dataset is a list of labelled scans with class names by label.
+type Dataset struct {
+	Classes []string
+	Items   []Item
+	// Skipped lists entries of a folder or layout dataset that name no
+	// readable scan, each "path: reason".
+	Skipped []string
+}
+
+// scanLimits are the reading limits of search data: defaults, one decoding
+// worker per scan.
+var scanLimits = dicomio.Limits{Workers: 1}
+
+// OpenData lists the scans of a data source (train.DataSource: a folder
+// per class, a CovidNet3D JSON layout, or synthetic phantoms). Nothing is
+// read yet. Phantom i has class i mod 3 (CP, NCP, Normal) and is drawn
+// from seed PhantomSeed·1000003 + i.
+func OpenData(d train.DataSource) (*Dataset, error) {
+	if err := validateData(d); err != nil {
+		return nil, err
+	}
+	if d.Phantoms > 0 {
+		ds := &Dataset{Classes: append([]string(nil), volume.PhantomClassNames...)}
+		for i := range d.Phantoms {
+			c := volume.PhantomClass(i % len(volume.PhantomClassNames))
+			o := volume.PhantomOptions{
+				Class: c, Seed: d.PhantomSeed*1000003 + uint64(i),
+				Cols: d.PhantomCols, Rows: d.PhantomRows, Slices: d.PhantomSlices,
+			}
+			ds.Items = append(ds.Items, Item{
+				Name:  fmt.Sprintf("phantom %d (%s)", i, c),
+				Label: int(c),
+				Load: func() (*volume.Volume, error) {
+					p, err := volume.NewPhantom(o)
+					if err != nil {
+						return nil, err
+					}
+					return p.CT, nil
+				},
+			})
+		}
+		return ds, nil
+	}
+	var (
+		set *dicomio.Dataset
+		err error
+	)
+	if d.Folder != "" {
+		set, err = dicomio.ReadFolderLayout(d.Folder)
+	} else {
+		root := d.Root
+		if root == "" {
+			root = filepath.Dir(d.Layout)
+		}
+		set, err = dicomio.ReadLayoutJSON(d.Layout, root)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nas: data %s: %w", d, err)
+	}
+	ds := &Dataset{Classes: set.Classes, Skipped: set.Skipped}
+	for _, s := range set.Scans {
+		ds.Items = append(ds.Items, Item{Name: s.Path, Label: s.Label, Load: func() (*volume.Volume, error) { return loadScan(s) }})
+	}
+	if len(ds.Items) == 0 {
+		return nil, fmt.Errorf("nas: data %s: no scans found (%d entries skipped)", d, len(ds.Skipped))
+	}
+	return ds, nil
+}
+
+// validateData checks that exactly one source is set and the phantom
+// numbers are in range.
+func validateData(d train.DataSource) error {
+	n := 0
+	for _, set := range []bool{d.Folder != "", d.Layout != "", d.Phantoms != 0} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("nas: data: set exactly one of folder, layout and phantoms (have %d)", n)
+	}
+	if d.Root != "" && d.Layout == "" {
+		return fmt.Errorf("nas: data: root %q given without a layout", d.Root)
+	}
+	if d.Phantoms < 0 || d.Phantoms > 1_000_000 {
+		return fmt.Errorf("nas: data: phantoms %d outside 1..1000000", d.Phantoms)
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"phantom_cols", d.PhantomCols}, {"phantom_rows", d.PhantomRows}, {"phantom_slices", d.PhantomSlices}} {
+		if v.n < 0 || v.n > 1024 {
+			return fmt.Errorf("nas: data: %s %d outside 0..1024", v.name, v.n)
+		}
+	}
+	return nil
+}
+
+// loadScan reads a dataset scan in its stored units.
+func loadScan(s dicomio.Scan) (*volume.Volume, error) {
+	var (
+		v   *volume.Volume
+		err error
+	)
+	switch s.Kind {
+	case dicomio.KindNIfTI:
+		v, err = dicomio.ReadNIfTI(s.Path, scanLimits)
+	case dicomio.KindStack:
+		files := s.Slices
+		if len(files) == 0 {
+			if files, err = stackFiles(s.Path); err != nil {
+				return nil, err
+			}
+		}
+		v, err = dicomio.ReadStack(files, scanLimits)
+	case dicomio.KindDICOM:
+		v, _, err = dicomio.LoadVolume(s.Path, scanLimits)
+	default:
+		return nil, fmt.Errorf("nas: %s: unknown scan kind %d", s.Path, s.Kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Validate(); err != nil {
+		return nil, fmt.Errorf("nas: %s: %w", s.Path, err)
+	}
+	return v, nil
+}
+
+// stackFiles lists the slice images of a stack folder in natural order.
+func stackFiles(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("nas: slice stack: %w", err)
+	}
+	var files []string
+	for _, e := range ents {
+		if !e.IsDir() && dicomio.IsStackImage(e.Name()) {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("nas: slice stack %s: no slice images", dir)
+	}
+	sort.Slice(files, func(i, j int) bool { return dicomio.NaturalLess(filepath.Base(files[i]), filepath.Base(files[j])) })
+	return files, nil
+}
+
+// SplitHalves splits the items 50/50 within each class, as the reference's
+// search splits its training set into a weight half and an architecture
+// half; the order within each class is shuffled by seed. A class with an
+// odd count gives its extra item to the weight half.
+func SplitHalves(items []Item, seed uint64) (weights, arch []int) {
+	byClass := map[int][]int{}
+	var labels []int
+	for i, it := range items {
+		if _, ok := byClass[it.Label]; !ok {
+			labels = append(labels, it.Label)
+		}
+		byClass[it.Label] = append(byClass[it.Label], i)
+	}
+	sort.Ints(labels)
+	rng := rand.New(rand.NewPCG(seed, 0x5b11))
+	for _, c := range labels {
+		idx := byClass[c]
+		rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+		h := (len(idx) + 1) / 2
+		weights = append(weights, idx[:h]...)
+		arch = append(arch, idx[h:]...)
+	}
+	sort.Ints(weights)
+	sort.Ints(arch)
+	return weights, arch
+}
+
+// loader prepares network inputs from dataset items with a pipeline,
+// keeping every loaded volume in memory (search datasets are small).
+type loader struct {
+	ds       *Dataset
+	pipeline volume.Pipeline
+	input    [3]int // depth, height, width
+	channels int
+
+	mu  sync.Mutex
+	raw map[int]*volume.Volume
+}
+
+// volume returns item i's loaded volume, reading it on first use.
+func (l *loader) volume(i int) (*volume.Volume, error) {
+	l.mu.Lock()
+	v, ok := l.raw[i]
+	l.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := l.ds.Items[i].Load()
+	if err != nil {
+		return nil, fmt.Errorf("nas: %s: %w", l.ds.Items[i].Name, err)
+	}
+	l.mu.Lock()
+	l.raw[i] = v
+	l.mu.Unlock()
+	return v, nil
+}
+
+// sample writes the C×D×H×W input of item i, prepared with rng (random
+// pipeline ops active; nil: inference), into dst.
+func (l *loader) sample(i int, rng *rand.Rand, dst []float32) error {
+	v, err := l.volume(i)
+	if err != nil {
+		return err
+	}
+	out, _, err := l.pipeline.Apply(v, rng)
+	if err != nil {
+		return fmt.Errorf("nas: %s: pipeline: %w", l.ds.Items[i].Name, err)
+	}
+	want := [3]int{l.input[2], l.input[1], l.input[0]}
+	if out.Dims != want {
+		return fmt.Errorf("nas: %s: pipeline output is %d×%d×%d (cols×rows×slices), the network input is %d×%d×%d",
+			l.ds.Items[i].Name, out.Dims[0], out.Dims[1], out.Dims[2], want[0], want[1], want[2])
+	}
+	n := len(out.Voxels)
+	for c := range l.channels {
+		copy(dst[c*n:(c+1)*n], out.Voxels)
+	}
+	return nil
+}
