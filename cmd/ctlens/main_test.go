@@ -150,3 +150,19 @@ func TestModelsMACsMatchTorchvision(t *testing.T) {
 		t.Errorf("missing %v", want)
 	}
 }
+
+// TestModelsLists2D checks that the slice models are listed with timm's
+// parameter count for ResNet-RS-50 at 1000 classes.
+func TestModelsLists2D(t *testing.T) {
+	out, err := run(t, "models", "--family", "resnetrs-50", "--in-channels", "3", "--classes", "1000", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []modelInfo
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Dims != 2 || rows[0].Params != 35691912 {
+		t.Errorf("rows %+v, want resnetrs-50 (2D) with 35,691,912 parameters", rows)
+	}
+}

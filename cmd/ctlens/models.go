@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ctlens/ctlens/net2d"
 	"github.com/ctlens/ctlens/net3d"
 	"github.com/ctlens/ctlens/nn"
 	"github.com/ctlens/ctlens/tensor"
@@ -20,6 +21,7 @@ type modelInfo struct {
 	Name        string     `json:"name"`
 	Family      string     `json:"family"`
 	Description string     `json:"description"`
+	Dims        int        `json:"dims"` // 3 for volume models, 2 for slice models
 	Spec        net3d.Spec `json:"spec"`
 	Params      int        `json:"params"`
 	SizeMB      float64    `json:"size_mb"`
@@ -44,6 +46,26 @@ func parseShape(s string) ([]int, error) {
 	return out, nil
 }
 
+// describeModel2D builds the 2D architecture of e (with inChannels and
+// classes when positive) without drawing weights and measures its size.
+func describeModel2D(e net2d.Entry, inChannels, classes int) (modelInfo, error) {
+	spec := e.DefaultSpec
+	if inChannels > 0 {
+		spec.InChannels = inChannels
+	}
+	if classes > 0 {
+		spec.Classes = classes
+	}
+	m, err := net2d.BuildShapes(spec)
+	if err != nil {
+		return modelInfo{}, err
+	}
+	info := modelInfo{Name: e.Name, Family: e.Family, Description: e.Description, Dims: 2,
+		Spec: net3d.Spec{Arch: spec.Arch, InChannels: spec.InChannels, Classes: spec.Classes, Config: spec.Config}, Params: nn.NumParams(m)}
+	info.SizeMB = float64(info.Params) * 4 / (1 << 20)
+	return info, nil
+}
+
 // describeModel builds the architecture of e (with inChannels and classes
 // when positive) and measures its size and, when input is set, its MACs.
 func describeModel(e net3d.Entry, inChannels, classes int, input []int) (modelInfo, error) {
@@ -58,7 +80,7 @@ func describeModel(e net3d.Entry, inChannels, classes int, input []int) (modelIn
 	if err != nil {
 		return modelInfo{}, err
 	}
-	info := modelInfo{Name: e.Name, Family: e.Family, Description: e.Description, Spec: spec, Params: nn.NumParams(m)}
+	info := modelInfo{Name: e.Name, Family: e.Family, Description: e.Description, Dims: 3, Spec: spec, Params: nn.NumParams(m)}
 	info.SizeMB = float64(info.Params) * 4 / (1 << 20)
 	if input != nil {
 		in := append([]int(nil), input...)
@@ -87,9 +109,10 @@ func init() {
 	cmd := &cobra.Command{
 		Use:   "models",
 		Short: "List the registered model architectures with parameter counts, size and MACs",
-		Long: `models lists every registered 3D architecture with its parameter count and size in MB
-(float32) for the given input channels and classes, and, with --input, the multiply-accumulates
-of one forward pass on that input shape (N x C x D x H x W; C is taken from --in-channels).`,
+		Long: `models lists every registered architecture — 3D volume models, then 2D slice models — with
+its parameter count and size in MB (float32) for the given input channels and classes, and, with
+--input, the multiply-accumulates of one forward pass of each 3D model on that input shape
+(N x C x D x H x W; C is taken from --in-channels).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var shape []int
@@ -110,6 +133,17 @@ of one forward pass on that input shape (N x C x D x H x W; C is taken from --in
 				}
 				rows = append(rows, info)
 				debug.FreeOSMemory()
+			}
+			// Slice (2D) models have no MAC count for a volume input shape.
+			for _, e := range net2d.Entries() {
+				if shape != nil || (only != "" && !strings.Contains(e.Name, only) && e.Family != only) {
+					continue
+				}
+				info, err := describeModel2D(e, inChannels, classes)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, info)
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
