@@ -234,29 +234,11 @@ func Explain(m net3d.Classifier, p volume.Pipeline, scan *volume.Volume, o Optio
 		return nil, err
 	}
 	probs := tensor.Softmax(res.Logits, 1)
-	size := []int{pre.Dims[2], pre.Dims[1], pre.Dims[0]}
 	var out []*Heatmap
 	for _, mp := range res.Maps {
-		up, err := Upsample(mp.Raw, size)
-		if err != nil {
-			return nil, err
-		}
-		norm := MinMax
-		if o.Normalization == MaxDivide {
-			norm = MaxDivide
-		}
-		if err := Normalize(up.Data(), norm); err != nil {
-			return nil, fmt.Errorf("cam: explain: %w", err)
-		}
-		in := &volume.Volume{Voxels: up.Data(), Dims: pre.Dims, Spacing: pre.Spacing, Origin: pre.Origin, Direction: pre.Direction}
-		heat, err := tr.MapBack(in, scan)
+		in, heat, err := ToScan(mp.Raw, pre, tr, scan, o.Normalization)
 		if err != nil {
 			return nil, fmt.Errorf("cam: explain: %w", err)
-		}
-		if o.Normalization == MinMaxInverted {
-			for i, v := range heat.Voxels {
-				heat.Voxels[i] = 1 - v
-			}
 		}
 		c := mp.Classes[0]
 		out = append(out, &Heatmap{
@@ -266,4 +248,48 @@ func Explain(m net3d.Classifier, p volume.Pipeline, scan *volume.Volume, o Optio
 		})
 	}
 	return out, nil
+}
+
+// ToScan turns a raw map (1×1×d×h×w, from Compute on the preprocessed
+// volume pre) into a heat volume on the original scan's grid: trilinear
+// upsampling to pre's grid (align_corners false), normalisation there,
+// Trace.MapBack onto scan (0 where the pipeline cropped or skipped voxels),
+// a rescale so the hottest scan voxel is 1 again under MinMax (trilinear
+// sampling can fall between the network-grid peak and its neighbours), and
+// the inversion last for MinMaxInverted. It returns the map on pre's grid and
+// on scan's grid.
+func ToScan(raw *tensor.Tensor, pre *volume.Volume, tr volume.Trace, scan *volume.Volume, n Normalization) (in, heat *volume.Volume, err error) {
+	up, err := Upsample(raw, []int{pre.Dims[2], pre.Dims[1], pre.Dims[0]})
+	if err != nil {
+		return nil, nil, err
+	}
+	norm := MinMax
+	if n == MaxDivide {
+		norm = MaxDivide
+	}
+	if err := Normalize(up.Data(), norm); err != nil {
+		return nil, nil, err
+	}
+	in = &volume.Volume{Voxels: up.Data(), Dims: pre.Dims, Spacing: pre.Spacing, Origin: pre.Origin, Direction: pre.Direction}
+	heat, err = tr.MapBack(in, scan)
+	if err != nil {
+		return nil, nil, err
+	}
+	if norm == MinMax {
+		peak := float32(0)
+		for _, v := range heat.Voxels {
+			peak = max(peak, v)
+		}
+		if peak > 0 && peak < 1 {
+			for i := range heat.Voxels {
+				heat.Voxels[i] /= peak
+			}
+		}
+	}
+	if n == MinMaxInverted {
+		for i, v := range heat.Voxels {
+			heat.Voxels[i] = 1 - v
+		}
+	}
+	return in, heat, nil
 }

@@ -357,7 +357,8 @@ func Softmax(z []float32) ([]float64, error) {
 // pre (with the Trace tr that produced it from scan) as cam.Explain does:
 // the raw map of method at the final feature map, upsampled trilinearly
 // to the network input, scaled to [0, 1] by min–max (hot = 1) and mapped
-// back onto scan's grid (0 where the pipeline cropped or skipped voxels).
+// back onto scan's grid with cam.ToScan (0 where the pipeline cropped or
+// skipped voxels; the hottest scan voxel is 1).
 // For a 2D model the maps of every slice are stacked instead (pre and tr
 // are not used; see explain2D).
 func (m *Model) Explain(scan, pre *volume.Volume, tr volume.Trace, method cam.Method, class int) (*cam.Heatmap, error) {
@@ -375,15 +376,7 @@ func (m *Model) Explain(scan, pre *volume.Volume, tr volume.Trace, method cam.Me
 		return nil, fmt.Errorf("score: heatmap: %w", err)
 	}
 	mp := res.Maps[0]
-	up, err := cam.Upsample(mp.Raw, []int{pre.Dims[2], pre.Dims[1], pre.Dims[0]})
-	if err != nil {
-		return nil, fmt.Errorf("score: heatmap: %w", err)
-	}
-	if err := cam.Normalize(up.Data(), cam.MinMax); err != nil {
-		return nil, fmt.Errorf("score: heatmap: %w", err)
-	}
-	in := &volume.Volume{Voxels: up.Data(), Dims: pre.Dims, Spacing: pre.Spacing, Origin: pre.Origin, Direction: pre.Direction}
-	heat, err := tr.MapBack(in, scan)
+	in, heat, err := cam.ToScan(mp.Raw, pre, tr, scan, cam.MinMax)
 	if err != nil {
 		return nil, fmt.Errorf("score: heatmap: %w", err)
 	}

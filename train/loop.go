@@ -51,6 +51,11 @@ type EpochRecord struct {
 	// a validation split.
 	ValLoss *float64 `json:"val_loss,omitempty"`
 	ValAcc  *float64 `json:"val_acc,omitempty"`
+	// ValF1 and ValAUC are the macro F1 and macro one-vs-rest ROC AUC on
+	// the validation split (ComputeMetrics); ValAUC is absent when no
+	// class's AUC is defined.
+	ValF1  *float64 `json:"val_macro_f1,omitempty"`
+	ValAUC *float64 `json:"val_macro_auc,omitempty"`
 	// LR is the learning rate of the epoch's last step; GradNorm the mean
 	// global gradient norm before clipping.
 	LR       float64 `json:"lr"`
@@ -120,6 +125,9 @@ type Result struct {
 	// Val is the best model on the validation split (nil without one);
 	// Test the best model on the test set (nil without one).
 	Val, Test *EvalResult
+	// TestReport is the report of Test (nil without a test set), written
+	// to TestReportMD, TestReportFile, TestROCFile and TestPredictionsFile.
+	TestReport *Report
 }
 
 // trainer holds a run in progress.
@@ -242,6 +250,11 @@ func Run(ctx context.Context, r Recipe, o Options) (*Result, error) {
 		res.Test, res.TestScans = tr, n
 		res.Skipped = t.dsRec.Skipped
 		t.testRec = &testRecord{Event: "test", Epoch: t.st.BestEpoch, Loss: tr.Loss, Accuracy: tr.Accuracy, Scans: n}
+		rep, err := t.writeTestReport(tr)
+		if err != nil {
+			return nil, err
+		}
+		res.TestReport = &rep
 		if err := t.writeLog(); err != nil {
 			return nil, err
 		}
@@ -468,6 +481,7 @@ func (t *trainer) epoch(ctx context.Context, epoch int) error {
 			return err
 		}
 		rec.ValLoss, rec.ValAcc = &v.Loss, &v.Accuracy
+		rec.ValF1, rec.ValAUC = valSummary(v, t.classes)
 		if t.st.BestEpoch > 0 {
 			improved = better(r.BestMetric, v.Accuracy, v.Loss, t.st.BestAcc, t.st.BestLoss)
 		}
@@ -515,6 +529,12 @@ func formatEpoch(rec EpochRecord, epochs int) string {
 	s := fmt.Sprintf("epoch %d/%d: train loss %.4f acc %.3f", rec.Epoch, epochs, rec.TrainLoss, rec.TrainAcc)
 	if rec.ValLoss != nil {
 		s += fmt.Sprintf(", val loss %.4f acc %.3f", *rec.ValLoss, *rec.ValAcc)
+		if rec.ValF1 != nil {
+			s += fmt.Sprintf(" macro F1 %.3f", *rec.ValF1)
+		}
+		if rec.ValAUC != nil {
+			s += fmt.Sprintf(" AUC %.4f", *rec.ValAUC)
+		}
 	}
 	s += fmt.Sprintf(", lr %.3g, %.1f scans/s, %.1fs", rec.LR, rec.ScansPerSecond, rec.Seconds)
 	if rec.Best {
