@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/ctlens/ctlens/volume"
 )
 
 // ScanKind says how a scan is stored.
@@ -233,4 +235,57 @@ func (d *Dataset) addFolderScans(class string, label int, patient, p string, dep
 	default:
 		d.Skipped = append(d.Skipped, fmt.Sprintf("%s: no scan found (empty, or nested too deep)", p))
 	}
+}
+
+// LoadScan reads one scan of a dataset into a volume, whatever its kind: a
+// NIfTI file, a slice stack (its listed slices, or every image of its folder
+// in natural order) or the largest CT series of a DICOM folder.
+func LoadScan(s Scan, lim Limits) (*volume.Volume, error) {
+	var v *volume.Volume
+	var err error
+	switch s.Kind {
+	case KindNIfTI:
+		v, err = ReadNIfTI(s.Path, lim)
+	case KindStack:
+		files := s.Slices
+		if len(files) == 0 {
+			if files, err = StackFiles(s.Path); err != nil {
+				return nil, err
+			}
+		}
+		v, err = ReadStack(files, lim)
+	case KindDICOM:
+		v, _, err = LoadVolume(s.Path, lim)
+	default:
+		return nil, fmt.Errorf("dicomio: %s: unknown scan kind %d", s.Path, s.Kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Validate(); err != nil {
+		return nil, fmt.Errorf("dicomio: %s: %w", s.Path, err)
+	}
+	return v, nil
+}
+
+// StackFiles lists the slice images of a stack folder in natural order.
+func StackFiles(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("dicomio: slice stack: %w", err)
+	}
+	var files []string
+	for _, e := range ents {
+		if !e.IsDir() && IsStackImage(e.Name()) {
+			files = append(files, e.Name())
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("dicomio: slice stack %s: no slice images", dir)
+	}
+	sort.Slice(files, func(i, j int) bool { return NaturalLess(files[i], files[j]) })
+	for i, f := range files {
+		files[i] = filepath.Join(dir, f)
+	}
+	return files, nil
 }

@@ -3,7 +3,6 @@ package nas
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -122,54 +121,7 @@ func validateData(d train.DataSource) error {
 }
 
 // loadScan reads a dataset scan in its stored units.
-func loadScan(s dicomio.Scan) (*volume.Volume, error) {
-	var (
-		v   *volume.Volume
-		err error
-	)
-	switch s.Kind {
-	case dicomio.KindNIfTI:
-		v, err = dicomio.ReadNIfTI(s.Path, scanLimits)
-	case dicomio.KindStack:
-		files := s.Slices
-		if len(files) == 0 {
-			if files, err = stackFiles(s.Path); err != nil {
-				return nil, err
-			}
-		}
-		v, err = dicomio.ReadStack(files, scanLimits)
-	case dicomio.KindDICOM:
-		v, _, err = dicomio.LoadVolume(s.Path, scanLimits)
-	default:
-		return nil, fmt.Errorf("nas: %s: unknown scan kind %d", s.Path, s.Kind)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := v.Validate(); err != nil {
-		return nil, fmt.Errorf("nas: %s: %w", s.Path, err)
-	}
-	return v, nil
-}
-
-// stackFiles lists the slice images of a stack folder in natural order.
-func stackFiles(dir string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("nas: slice stack: %w", err)
-	}
-	var files []string
-	for _, e := range ents {
-		if !e.IsDir() && dicomio.IsStackImage(e.Name()) {
-			files = append(files, filepath.Join(dir, e.Name()))
-		}
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("nas: slice stack %s: no slice images", dir)
-	}
-	sort.Slice(files, func(i, j int) bool { return dicomio.NaturalLess(filepath.Base(files[i]), filepath.Base(files[j])) })
-	return files, nil
-}
+func loadScan(s dicomio.Scan) (*volume.Volume, error) { return dicomio.LoadScan(s, scanLimits) }
 
 // SplitHalves splits the items 50/50 within each class, as the reference's
 // search splits its training set into a weight half and an architecture

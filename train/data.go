@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -79,58 +78,7 @@ var scanLimits = dicomio.Limits{Workers: 1}
 
 // loadScan reads the volume of a dataset scan in its stored units (HU for
 // DICOM and most NIfTI; grey values for slice stacks).
-func loadScan(s dicomio.Scan) (*volume.Volume, error) {
-	var (
-		v   *volume.Volume
-		err error
-	)
-	switch s.Kind {
-	case dicomio.KindNIfTI:
-		v, err = dicomio.ReadNIfTI(s.Path, scanLimits)
-	case dicomio.KindStack:
-		files := s.Slices
-		if len(files) == 0 {
-			files, err = stackFiles(s.Path)
-			if err != nil {
-				return nil, err
-			}
-		}
-		v, err = dicomio.ReadStack(files, scanLimits)
-	case dicomio.KindDICOM:
-		v, _, err = dicomio.LoadVolume(s.Path, scanLimits)
-	default:
-		return nil, fmt.Errorf("train: %s: unknown scan kind %d", s.Path, s.Kind)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := v.Validate(); err != nil {
-		return nil, fmt.Errorf("train: %s: %w", s.Path, err)
-	}
-	return v, nil
-}
-
-// stackFiles lists the slice images of a stack folder in natural order.
-func stackFiles(dir string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("train: slice stack: %w", err)
-	}
-	var files []string
-	for _, e := range ents {
-		if !e.IsDir() && dicomio.IsStackImage(e.Name()) {
-			files = append(files, e.Name())
-		}
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("train: slice stack %s: no slice images", dir)
-	}
-	sort.Slice(files, func(i, j int) bool { return dicomio.NaturalLess(files[i], files[j]) })
-	for i, f := range files {
-		files[i] = filepath.Join(dir, f)
-	}
-	return files, nil
-}
+func loadScan(s dicomio.Scan) (*volume.Volume, error) { return dicomio.LoadScan(s, scanLimits) }
 
 // load returns the item's volume.
 func (it scanItem) load() (*volume.Volume, error) {
