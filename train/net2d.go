@@ -323,6 +323,14 @@ func (r Recipe2D) SlicePrep() net2d.SlicePrep {
 func (r Recipe2D) multiRes() bool { return len(r.Resolutions) > 1 }
 
 // Validate reports the first invalid field, naming it and its value.
+// common returns r's shared training settings.
+func (r Recipe2D) common() optimSettings {
+	return optimSettings{Epochs: r.Epochs, BatchSize: r.BatchSize, Optimizer: r.Optimizer, Schedule: r.Schedule,
+		BestMetric: r.BestMetric, Out: r.Out, LR: r.LR, Momentum: r.Momentum, Beta1: r.Beta1, Beta2: r.Beta2,
+		WeightDecay: r.WeightDecay, Nesterov: r.Nesterov, StepEpochs: r.StepEpochs, Workers: r.Workers, Gamma: r.Gamma,
+		WarmupEpochs: r.WarmupEpochs, MinLR: r.MinLR, LabelSmoothing: r.LabelSmoothing, ClipNorm: r.ClipNorm, EMADecay: r.EMADecay}
+}
+
 func (r Recipe2D) Validate() error {
 	bad := func(format string, a ...any) error { return fmt.Errorf("train: 2D recipe: "+format, a...) }
 	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
@@ -399,72 +407,8 @@ func (r Recipe2D) Validate() error {
 	if !(r.ValFraction >= 0 && r.ValFraction < 1) {
 		return bad("val_fraction %g outside [0, 1)", r.ValFraction)
 	}
-	if r.Epochs < 1 || r.Epochs > 100000 {
-		return bad("epochs %d outside 1..100000", r.Epochs)
-	}
-	if r.BatchSize < 1 || r.BatchSize > 4096 {
-		return bad("batch_size %d outside 1..4096", r.BatchSize)
-	}
-	switch r.Optimizer {
-	case "sgd", "adam", "adamw":
-	default:
-		return bad("optimizer %q: want sgd, adam or adamw", r.Optimizer)
-	}
-	if !(r.LR > 0) || !finite(r.LR) {
-		return bad("lr %g must be positive", r.LR)
-	}
-	if !(r.Momentum >= 0 && r.Momentum < 1) {
-		return bad("momentum %g outside [0, 1)", r.Momentum)
-	}
-	if r.Nesterov && (r.Optimizer != "sgd" || r.Momentum == 0) {
-		return bad("nesterov needs optimizer sgd with momentum > 0")
-	}
-	if !(r.Beta1 >= 0 && r.Beta1 < 1) || !(r.Beta2 >= 0 && r.Beta2 < 1) {
-		return bad("beta1 %g, beta2 %g outside [0, 1)", r.Beta1, r.Beta2)
-	}
-	if !(r.WeightDecay >= 0) || !finite(r.WeightDecay) {
-		return bad("weight_decay %g must be ≥ 0", r.WeightDecay)
-	}
-	switch r.Schedule {
-	case "cosine", "constant":
-	case "step":
-		if r.StepEpochs < 1 {
-			return bad("step_epochs %d must be ≥ 1 for schedule step", r.StepEpochs)
-		}
-		if !(r.Gamma > 0 && r.Gamma <= 1) {
-			return bad("gamma %g outside (0, 1]", r.Gamma)
-		}
-	default:
-		return bad("schedule %q: want cosine, step or constant", r.Schedule)
-	}
-	if !(r.WarmupEpochs >= 0) || r.WarmupEpochs > float64(r.Epochs) {
-		return bad("warmup_epochs %g outside [0, epochs=%d]", r.WarmupEpochs, r.Epochs)
-	}
-	if r.WarmupEpochs > 0 && r.Schedule != "cosine" {
-		return bad("warmup_epochs needs schedule cosine")
-	}
-	if !(r.MinLR >= 0) || r.MinLR > r.LR {
-		return bad("min_lr %g outside [0, lr=%g]", r.MinLR, r.LR)
-	}
-	if !(r.LabelSmoothing >= 0 && r.LabelSmoothing < 1) {
-		return bad("label_smoothing %g outside [0, 1)", r.LabelSmoothing)
-	}
-	if !(r.ClipNorm >= 0) || !finite(r.ClipNorm) {
-		return bad("clip_norm %g must be ≥ 0", r.ClipNorm)
-	}
-	if !(r.EMADecay >= 0 && r.EMADecay < 1) {
-		return bad("ema_decay %g outside [0, 1)", r.EMADecay)
-	}
-	switch r.BestMetric {
-	case "val_acc", "val_loss":
-	default:
-		return bad("best_metric %q: want val_acc or val_loss", r.BestMetric)
-	}
-	if r.Workers < 0 || r.Workers > 256 {
-		return bad("workers %d outside 0..256", r.Workers)
-	}
-	if strings.TrimSpace(r.Out) == "" {
-		return bad("out (output folder) is empty")
+	if err := r.common().validate(); err != nil {
+		return bad("%w", err)
 	}
 	return nil
 }

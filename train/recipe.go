@@ -305,62 +305,10 @@ func (r Recipe) Validate() error {
 	if !(r.ValFraction >= 0 && r.ValFraction < 1) {
 		return bad("val_fraction %g outside [0, 1)", r.ValFraction)
 	}
-	if r.Epochs < 1 || r.Epochs > 100000 {
-		return bad("epochs %d outside 1..100000", r.Epochs)
-	}
-	if r.BatchSize < 1 || r.BatchSize > 4096 {
-		return bad("batch_size %d outside 1..4096", r.BatchSize)
-	}
-	switch r.Optimizer {
-	case "sgd", "adam", "adamw":
-	default:
-		return bad("optimizer %q: want sgd, adam or adamw", r.Optimizer)
+	if err := r.common().validate(); err != nil {
+		return bad("%w", err)
 	}
 	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
-	if !(r.LR > 0) || !finite(r.LR) {
-		return bad("lr %g must be positive", r.LR)
-	}
-	if !(r.Momentum >= 0 && r.Momentum < 1) {
-		return bad("momentum %g outside [0, 1)", r.Momentum)
-	}
-	if r.Nesterov && (r.Optimizer != "sgd" || r.Momentum == 0) {
-		return bad("nesterov needs optimizer sgd with momentum > 0")
-	}
-	for _, b := range []struct {
-		name string
-		v    float64
-	}{{"beta1", r.Beta1}, {"beta2", r.Beta2}} {
-		if !(b.v >= 0 && b.v < 1) {
-			return bad("%s %g outside [0, 1)", b.name, b.v)
-		}
-	}
-	if !(r.WeightDecay >= 0) || !finite(r.WeightDecay) {
-		return bad("weight_decay %g must be ≥ 0", r.WeightDecay)
-	}
-	switch r.Schedule {
-	case "cosine", "constant":
-	case "step":
-		if r.StepEpochs < 1 {
-			return bad("step_epochs %d must be ≥ 1 for schedule step", r.StepEpochs)
-		}
-		if !(r.Gamma > 0 && r.Gamma <= 1) {
-			return bad("gamma %g outside (0, 1]", r.Gamma)
-		}
-	default:
-		return bad("schedule %q: want cosine, step or constant", r.Schedule)
-	}
-	if !(r.WarmupEpochs >= 0) || r.WarmupEpochs > float64(r.Epochs) {
-		return bad("warmup_epochs %g outside [0, epochs=%d]", r.WarmupEpochs, r.Epochs)
-	}
-	if r.WarmupEpochs > 0 && r.Schedule != "cosine" {
-		return bad("warmup_epochs needs schedule cosine")
-	}
-	if !(r.MinLR >= 0) || r.MinLR > r.LR {
-		return bad("min_lr %g outside [0, lr=%g]", r.MinLR, r.LR)
-	}
-	if !(r.LabelSmoothing >= 0 && r.LabelSmoothing < 1) {
-		return bad("label_smoothing %g outside [0, 1)", r.LabelSmoothing)
-	}
 	if len(r.ClassWeights) > 0 && r.BalanceClasses {
 		return bad("class_weights and balance_classes are exclusive")
 	}
@@ -372,25 +320,107 @@ func (r Recipe) Validate() error {
 	if len(r.ClassWeights) > 0 && r.Model.Classes > 0 && len(r.ClassWeights) != r.Model.Classes {
 		return bad("%d class_weights for %d classes", len(r.ClassWeights), r.Model.Classes)
 	}
-	if !(r.ClipNorm >= 0) || !finite(r.ClipNorm) {
-		return bad("clip_norm %g must be ≥ 0", r.ClipNorm)
-	}
-	if !(r.EMADecay >= 0 && r.EMADecay < 1) {
-		return bad("ema_decay %g outside [0, 1)", r.EMADecay)
-	}
 	if !(r.MixupAlpha >= 0) || !finite(r.MixupAlpha) {
 		return bad("mixup_alpha %g must be ≥ 0", r.MixupAlpha)
 	}
-	switch r.BestMetric {
+	return nil
+}
+
+// optimSettings are the recipe fields that 3D and 2D training share: epochs,
+// batch, optimizer, schedule, regularisation, selection and output.
+type optimSettings struct {
+	Epochs, BatchSize                       int
+	Optimizer, Schedule, BestMetric, Out    string
+	LR, Momentum, Beta1, Beta2, WeightDecay float64
+	Nesterov                                bool
+	StepEpochs, Workers                     int
+	Gamma, WarmupEpochs, MinLR              float64
+	LabelSmoothing, ClipNorm, EMADecay      float64
+}
+
+// common returns r's shared training settings.
+func (r Recipe) common() optimSettings {
+	return optimSettings{Epochs: r.Epochs, BatchSize: r.BatchSize, Optimizer: r.Optimizer, Schedule: r.Schedule,
+		BestMetric: r.BestMetric, Out: r.Out, LR: r.LR, Momentum: r.Momentum, Beta1: r.Beta1, Beta2: r.Beta2,
+		WeightDecay: r.WeightDecay, Nesterov: r.Nesterov, StepEpochs: r.StepEpochs, Workers: r.Workers, Gamma: r.Gamma,
+		WarmupEpochs: r.WarmupEpochs, MinLR: r.MinLR, LabelSmoothing: r.LabelSmoothing, ClipNorm: r.ClipNorm, EMADecay: r.EMADecay}
+}
+
+// validate checks the shared settings; the error names the field.
+func (o optimSettings) validate() error {
+	errf := fmt.Errorf
+	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+	if o.Epochs < 1 || o.Epochs > 100000 {
+		return errf("epochs %d outside 1..100000", o.Epochs)
+	}
+	if o.BatchSize < 1 || o.BatchSize > 4096 {
+		return errf("batch_size %d outside 1..4096", o.BatchSize)
+	}
+	switch o.Optimizer {
+	case "sgd", "adam", "adamw":
+	default:
+		return errf("optimizer %q: want sgd, adam or adamw", o.Optimizer)
+	}
+	if !(o.LR > 0) || !finite(o.LR) {
+		return errf("lr %g must be positive", o.LR)
+	}
+	if !(o.Momentum >= 0 && o.Momentum < 1) {
+		return errf("momentum %g outside [0, 1)", o.Momentum)
+	}
+	if o.Nesterov && (o.Optimizer != "sgd" || o.Momentum == 0) {
+		return errf("nesterov needs optimizer sgd with momentum > 0")
+	}
+	for _, b := range []struct {
+		name string
+		v    float64
+	}{{"beta1", o.Beta1}, {"beta2", o.Beta2}} {
+		if !(b.v >= 0 && b.v < 1) {
+			return errf("%s %g outside [0, 1)", b.name, b.v)
+		}
+	}
+	if !(o.WeightDecay >= 0) || !finite(o.WeightDecay) {
+		return errf("weight_decay %g must be ≥ 0", o.WeightDecay)
+	}
+	switch o.Schedule {
+	case "cosine", "constant":
+	case "step":
+		if o.StepEpochs < 1 {
+			return errf("step_epochs %d must be ≥ 1 for schedule step", o.StepEpochs)
+		}
+		if !(o.Gamma > 0 && o.Gamma <= 1) {
+			return errf("gamma %g outside (0, 1]", o.Gamma)
+		}
+	default:
+		return errf("schedule %q: want cosine, step or constant", o.Schedule)
+	}
+	if !(o.WarmupEpochs >= 0) || o.WarmupEpochs > float64(o.Epochs) {
+		return errf("warmup_epochs %g outside [0, epochs=%d]", o.WarmupEpochs, o.Epochs)
+	}
+	if o.WarmupEpochs > 0 && o.Schedule != "cosine" {
+		return errf("warmup_epochs needs schedule cosine")
+	}
+	if !(o.MinLR >= 0) || o.MinLR > o.LR {
+		return errf("min_lr %g outside [0, lr=%g]", o.MinLR, o.LR)
+	}
+	if !(o.LabelSmoothing >= 0 && o.LabelSmoothing < 1) {
+		return errf("label_smoothing %g outside [0, 1)", o.LabelSmoothing)
+	}
+	if !(o.ClipNorm >= 0) || !finite(o.ClipNorm) {
+		return errf("clip_norm %g must be ≥ 0", o.ClipNorm)
+	}
+	if !(o.EMADecay >= 0 && o.EMADecay < 1) {
+		return errf("ema_decay %g outside [0, 1)", o.EMADecay)
+	}
+	switch o.BestMetric {
 	case "val_acc", "val_loss":
 	default:
-		return bad("best_metric %q: want val_acc or val_loss", r.BestMetric)
+		return errf("best_metric %q: want val_acc or val_loss", o.BestMetric)
 	}
-	if r.Workers < 0 || r.Workers > 256 {
-		return bad("workers %d outside 0..256", r.Workers)
+	if o.Workers < 0 || o.Workers > 256 {
+		return errf("workers %d outside 0..256", o.Workers)
 	}
-	if strings.TrimSpace(r.Out) == "" {
-		return bad("out (output folder) is empty")
+	if strings.TrimSpace(o.Out) == "" {
+		return errf("out (output folder) is empty")
 	}
 	return nil
 }
