@@ -9,6 +9,7 @@
 package net3d
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -151,7 +152,7 @@ func DecodeConfig(s Spec, cfg any) error {
 	if len(s.Config) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(bytesReader(s.Config))
+	dec := json.NewDecoder(bytes.NewReader(s.Config))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
 		return fmt.Errorf("net3d: %s config: %w", s.Arch, err)
