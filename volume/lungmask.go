@@ -122,32 +122,26 @@ func LungMask(v *Volume, o LungMaskOptions) (*Mask, error) {
 	if float64(th) < o.Threshold { // x < th must mean float64(x) < Threshold
 		th = math.Nextafter32(th, float32(math.Inf(1)))
 	}
-	const (
-		bg        = 0
-		candidate = 1
-		labelled  = 2
-		kept      = 3
-	)
 	state := make([]uint8, len(v.Voxels))
 	forEachIndex(nz, func(k int) {
 		s := state[k*plane : (k+1)*plane]
 		for p, x := range v.Voxels[k*plane : (k+1)*plane] {
 			if x < th {
-				s[p] = candidate
+				s[p] = floodCandidate
 			}
 		}
-		floodFromBorder2D(s, nx, ny, candidate, bg)
+		floodFromBorder2D(s, nx, ny, floodCandidate, floodBg)
 	})
 
 	type comp struct{ seed, size int }
 	var comps []comp
 	var stack []int32
 	for p := range state {
-		if state[p] != candidate {
+		if state[p] != floodCandidate {
 			continue
 		}
 		var n int
-		n, stack = flood3D(state, v.Dims, p, candidate, labelled, o.Connectivity, stack)
+		n, stack = flood3D(state, v.Dims, p, floodCandidate, floodLabelled, o.Connectivity, stack)
 		comps = append(comps, comp{p, n})
 	}
 	sort.SliceStable(comps, func(a, b int) bool { return comps[a].size > comps[b].size })
@@ -155,10 +149,27 @@ func LungMask(v *Volume, o LungMaskOptions) (*Mask, error) {
 		if float64(comps[c].size) < o.MinFraction*float64(comps[0].size) {
 			break
 		}
-		_, stack = flood3D(state, v.Dims, comps[c].seed, labelled, kept, o.Connectivity, stack)
+		_, stack = flood3D(state, v.Dims, comps[c].seed, floodLabelled, floodKept, o.Connectivity, stack)
 	}
 
-	m := NewMask(v.Dims)
+	return filledMask(state, v.Dims, floodKept), nil
+}
+
+// Voxel states of the segmentations' flood fills.
+const (
+	floodBg        = 0 // not a candidate
+	floodCandidate = 1 // passes the threshold
+	floodLabelled  = 2 // in a counted 3-D component
+	floodKept      = 3 // in a component that is kept
+)
+
+// filledMask returns the mask of the voxels of state equal to kept plus,
+// per slice, the holes they enclose (voxels not 4-connected to the slice
+// border through other voxels). state is overwritten.
+func filledMask(state []uint8, dims [3]int, kept uint8) *Mask {
+	nx, ny, nz := dims[0], dims[1], dims[2]
+	plane := nx * ny
+	m := NewMask(dims)
 	forEachIndex(nz, func(k int) {
 		s := state[k*plane : (k+1)*plane]
 		bits := m.Bits[k*plane : (k+1)*plane]
@@ -176,7 +187,7 @@ func LungMask(v *Volume, o LungMaskOptions) (*Mask, error) {
 			bits[p] = s[p] != 2
 		}
 	})
-	return m, nil
+	return m
 }
 
 // floodFromBorder2D sets to `to` every pixel of slice s (nx×ny) with value

@@ -59,6 +59,12 @@ type PhantomOptions struct {
 	SliceSpacing float64
 	// NoiseHU is the standard deviation of the scanner noise (default 12–35).
 	NoiseHU float64
+	// Healthy draws the healthy twin of the phantom of Class and Seed: the
+	// same anatomy, confounders and noise, voxel for voxel, but without its
+	// lesions (the result has class Normal and an empty lesion mask). A
+	// pair of twins differs only where a lesion lies, which is what a
+	// classifier that must look at the lesions is trained on.
+	Healthy bool
 }
 
 // Phantom is a synthetic chest CT with its lesion mask.
@@ -362,6 +368,12 @@ func NewPhantom(o PhantomOptions) (*Phantom, error) {
 	zHi := float64(o.Slices-1) * o.SliceSpacing
 	a := newAnatomy(o, rng, 0, zHi)
 	a.addLesions(o.Class, rng)
+	class := o.Class
+	if o.Healthy {
+		// Drawn above so that the random stream (and with it the noise)
+		// stays the twin's.
+		a.lesions, class = nil, Normal
+	}
 
 	lesion := New(o.Cols, o.Rows, o.Slices)
 	lungs := New(o.Cols, o.Rows, o.Slices)
@@ -388,7 +400,7 @@ func NewPhantom(o PhantomOptions) (*Phantom, error) {
 	}
 	close(next)
 	wg.Wait()
-	return &Phantom{Class: o.Class, Seed: o.Seed, CT: ct, Lesion: lesion, Lungs: lungs}, nil
+	return &Phantom{Class: class, Seed: o.Seed, CT: ct, Lesion: lesion, Lungs: lungs}, nil
 }
 
 // renderSlice computes slice k of the phantom.

@@ -23,6 +23,9 @@ import (
 //	lung_crop         margin [3] voxels (default 0), threshold HU (default -320):
 //	                  crop to LungBox with DefaultLungMaskOptions; needs HU, so
 //	                  it must come before window/normalize
+//	body_crop         margin [3] voxels (default 0), threshold HU (default
+//	                  -500): crop to BodyBox, which does not move with lung
+//	                  lesions; needs HU, so it must come before window/normalize
 //	sample_slices     n, mode "symmetric" (always SymmetricSliceIndices) or
 //	                  "random" (RandomSliceIndices when Apply gets a random
 //	                  source, SymmetricSliceIndices when it gets nil)
@@ -74,6 +77,7 @@ var opParams = map[string][]string{
 	"resize":           {"cols", "rows", "interp"},
 	"center_crop":      {"cols", "rows", "pad"},
 	"lung_crop":        {"margin", "threshold"},
+	"body_crop":        {"margin", "threshold"},
 	"sample_slices":    {"n", "mode"},
 	"random_flip":      {"axes", "prob", "p"},
 	"random_affine":    {"degrees", "scale_min", "scale_max", "interp", "pad"},
@@ -169,13 +173,13 @@ func (o Op) Validate() error {
 		if err := checkDims("op "+o.Op, [3]int{o.Cols, o.Rows, 1}); err != nil {
 			return err
 		}
-	case "lung_crop":
+	case "lung_crop", "body_crop":
 		if o.Margin != nil && len(o.Margin) != 3 {
-			return fmt.Errorf("op lung_crop: margin has %d values (want 3)", len(o.Margin))
+			return fmt.Errorf("op %s: margin has %d values (want 3)", o.Op, len(o.Margin))
 		}
 		for _, m := range o.Margin {
 			if m < 0 {
-				return fmt.Errorf("op lung_crop: negative margin %v", o.Margin)
+				return fmt.Errorf("op %s: negative margin %v", o.Op, o.Margin)
 			}
 		}
 		if o.Threshold != nil {
@@ -352,6 +356,20 @@ func (o Op) apply(v *Volume, rng *rand.Rand) (*Volume, []Step, error) {
 			margin = [3]int(o.Margin)
 		}
 		b, err := LungBox(v, opt, margin)
+		if err != nil {
+			return nil, nil, err
+		}
+		return one(CropBox(v, b))
+	case "body_crop":
+		th := float64(DefaultBodyThreshold)
+		if o.Threshold != nil {
+			th = *o.Threshold
+		}
+		var margin [3]int
+		if o.Margin != nil {
+			margin = [3]int(o.Margin)
+		}
+		b, err := BodyBox(v, th, margin)
 		if err != nil {
 			return nil, nil, err
 		}

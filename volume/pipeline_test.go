@@ -12,6 +12,7 @@ import (
 func TestParsePipeline(t *testing.T) {
 	const src = `[
 		{"op":"lung_crop","margin":[4,4,2],"threshold":-400},
+		{"op":"body_crop","margin":[2,2,0],"threshold":-450},
 		{"op":"window","center":-600,"width":1500},
 		{"op":"window","preset":"mediastinum"},
 		{"op":"resample_spacing","spacing":[1.5,1.5,3],"interp":"nearest"},
@@ -29,7 +30,7 @@ func TestParsePipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p) != 13 || p[1].Center != -600 || p[1].Width != 1500 || p[5].N != 32 || *p[0].Threshold != -400 {
+	if len(p) != 14 || p[2].Center != -600 || p[2].Width != 1500 || p[6].N != 32 || *p[0].Threshold != -400 || *p[1].Threshold != -450 {
 		t.Fatalf("parsed %+v", p)
 	}
 	data, err := json.Marshal(p)
@@ -64,6 +65,8 @@ func TestParsePipeline(t *testing.T) {
 		`[{"op":"random_affine","scale_min":1.2,"scale_max":1.1}]`,
 		`[{"op":"random_intensity","scale":1.5}]`,
 		`[{"op":"lung_crop","margin":[1,1]}]`,
+		`[{"op":"body_crop","margin":[1,1,-1]}]`,
+		`[{"op":"body_crop","threshold":-500,"n":2}]`,
 		`[{"op":"resize","rows":8,"cols":8}] []`,
 		`{"op":"resize"}`,
 	} {
