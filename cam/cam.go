@@ -42,7 +42,10 @@ import (
 )
 
 // Model is what the maps need of a network whose head is global average
-// pooling followed by one linear layer: net3d.Classifier satisfies it, and
+// pooling followed by one linear layer, or that linear layer applied at
+// every position followed by a pooling whose weights sum to one (such as
+// net3d.LSEPoolLinear, for which CAM is the class-score map and Grad-CAM
+// is still ReLU(CAM)/S at the final map): net3d.Classifier satisfies it, and
 // so does any 2-D (or 1-D) model with the same methods. Features maps
 // N×C_in×spatial… to the pre-pool map N×C×spatial'…, calling tap with the
 // output of each layer named by TapLayers in forward order; Head maps that

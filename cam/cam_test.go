@@ -276,3 +276,14 @@ func TestGradCAMppByHand(t *testing.T) {
 		}
 	}
 }
+
+// TestCAMGradCAMProportionalLSE: with a log-sum-exp head the pooling
+// weights still sum to 1, so Grad-CAM at the final feature map is still
+// ReLU(CAM)/S.
+func TestCAMGradCAMProportionalLSE(t *testing.T) {
+	m := buildFamily(t, "covidnet3d-small", map[string]any{"width_stages": []int{8, 8}, "n_cell_stages": []int{1, 1},
+		"stride_stages": []int{2, 1}, "feature_mix": 16, "pool": "lse", "pool_r": 5})
+	// Classifier weights of both signs and of a size that makes r matter.
+	copy(m.Linear().Weight.Data(), tensortest.Rand(rand.New(rand.NewPCG(7, 3)), 3, 16).Data())
+	checkProportional(t, m, tensortest.Rand(rand.New(rand.NewPCG(6, 1)), 2, 1, 6, 12, 10), 3)
+}

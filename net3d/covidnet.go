@@ -155,6 +155,16 @@ type CovidNet3DConfig struct {
 	FeatureMix int `json:"feature_mix"`
 	// Dropout is the classifier dropout probability, 0 ≤ p < 1.
 	Dropout float64 `json:"dropout"`
+	// Pool is how the head pools over positions: "" or "avg" is the
+	// reference's global average pooling of feature_mix_layer before the
+	// linear classifier; "lse" applies the classifier at every position and
+	// pools the class scores with log-sum-exp of sharpness PoolR (see
+	// LSEPoolLinear), so that a class is scored by where its evidence is
+	// strongest and the class-activation map is that score map.
+	Pool string `json:"pool,omitempty"`
+	// PoolR is the log-sum-exp sharpness r for Pool "lse", 0 < r ≤ 100
+	// (0 means 5): near 0 it averages, large r takes the maximum.
+	PoolR float64 `json:"pool_r,omitempty"`
 	// WidthMult scales every width (see above).
 	WidthMult float64 `json:"width_mult"`
 	// BNEps and BNMomentum are set on every BatchNorm.
@@ -268,6 +278,10 @@ func (c *CovidNet3DConfig) layout() (*covidLayout, error) {
 		return bad("feature_mix %d: want 1 to %d", c.FeatureMix, covidMaxWidth)
 	case !(c.Dropout >= 0 && c.Dropout < 1):
 		return bad("dropout %g: want 0 ≤ dropout < 1", c.Dropout)
+	case c.Pool != "" && c.Pool != "avg" && c.Pool != "lse":
+		return bad("pool %q: want avg or lse", c.Pool)
+	case !(c.PoolR >= 0 && c.PoolR <= 100) || (c.PoolR != 0 && c.Pool != "lse"):
+		return bad("pool_r %g: want 0 < pool_r ≤ 100, with pool lse", c.PoolR)
 	case !(c.BNEps > 0 && c.BNEps < 1):
 		return bad("bn_eps %g: want 0 < bn_eps < 1", c.BNEps)
 	case !(c.BNMomentum > 0 && c.BNMomentum <= 1):
@@ -752,6 +766,13 @@ func fixedCell(_ int, b *MobileInvertedResidualBlock, x *tensor.Tensor) *tensor.
 }
 
 func (n *Mobile3DNet) head(f *tensor.Tensor) *tensor.Tensor {
+	if n.cfg.Pool == "lse" {
+		r := n.cfg.PoolR
+		if r == 0 {
+			r = DefaultPoolR
+		}
+		return LSEPoolLinear(f, n.Classifier.Dropout, n.Classifier.Linear, r)
+	}
 	return GlobalPoolLinear(f, n.Classifier.Dropout, n.Classifier.Linear)
 }
 

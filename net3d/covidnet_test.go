@@ -420,6 +420,9 @@ func TestCovidNet3DConfigErrors(t *testing.T) {
 		{"op index", `{"ops":[[10],[0,0],[0,0],[0,0],[0],[0]]}`, "op index 10 out of range"},
 		{"fractional op", `{"ops":[[1.5],[0,0],[0,0],[0,0],[0],[0]]}`, "op index 1.5 out of range"},
 		{"zero2 in first cell", `{"ops":[["zero2"],[0,0],[0,0],[0,0],[0],[0]]}`, "ops[0][0] = 9 (zero2): cell s0_c0 has 9 candidates (0–8)"},
+		{"pool", `{"pool":"max"}`, `pool "max": want avg or lse`},
+		{"pool_r without lse", `{"pool_r":3}`, "pool_r 3: want 0 < pool_r ≤ 100, with pool lse"},
+		{"pool_r range", `{"pool":"lse","pool_r":-1}`, "pool_r -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

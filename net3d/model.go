@@ -182,6 +182,33 @@ func GlobalPoolLinear(f *tensor.Tensor, drop *nn.Dropout, fc *nn.Linear) *tensor
 	return fc.Forward(x)
 }
 
+// DefaultPoolR is the log-sum-exp sharpness of a CovidNet3D "lse" head
+// whose config leaves pool_r at 0.
+const DefaultPoolR = 5
+
+// LSEPoolLinear is a head that scores every position and pools the scores:
+// with s_c(p) = w_c·dropout(f(p)) + b_c the linear classifier at position p
+// of the P positions of f (N×C×spatial…), the logit of class c is
+//
+//	z_c = (1/r) · log((1/P) · Σ_p exp(r · s_c(p))),
+//
+// a smooth maximum between the mean (r → 0) and the maximum (r → ∞) of
+// the score map (Pinheiro and Collobert 2015). Because the pooling weights
+// ∂z_c/∂s_c(p) sum to 1, as average pooling's do, Grad-CAM at f is still
+// proportional to ReLU(CAM), and the CAM is the score map minus b_c.
+func LSEPoolLinear(f *tensor.Tensor, drop *nn.Dropout, fc *nn.Linear, r float64) *tensor.Tensor {
+	n, c := f.Size(0), f.Size(1)
+	x := tensor.Permute(tensor.Reshape(f, n, c, -1), 0, 2, 1) // N×P×C
+	if drop != nil {
+		x = drop.Forward(x)
+	}
+	s := tensor.MulScalar(fc.Forward(x), float32(r)) // N×P×K, r·s
+	// log-mean-exp along P, shifted by the (constant) maximum for range.
+	m := tensor.Max(s, 1, true).Detach()
+	lme := tensor.Add(tensor.Log(tensor.Mean(tensor.Exp(tensor.Sub(s, m)), []int{1}, true)), m)
+	return tensor.MulScalar(tensor.Reshape(lme, n, -1), float32(1/r))
+}
+
 // spatialAxes returns the axes after N and C.
 func spatialAxes(t *tensor.Tensor) []int {
 	ax := make([]int, 0, t.Dim()-2)
