@@ -253,7 +253,7 @@ func PreprocessingFromMeta(meta map[string]string) (Preprocessing, error) {
 // the pipeline with a nil random source, then the 1×C×D×H×W input (the
 // volume replicated to every channel).
 func (p Preprocessing) Tensor(v *volume.Volume) (*tensor.Tensor, error) {
-	out, err := applyPipeline(p.Pipeline, v, nil, p.Input)
+	out, _, err := applyPipeline(p.Pipeline, v, nil, p.Input)
 	if err != nil {
 		return nil, fmt.Errorf("train: preprocess: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"sort"
@@ -103,7 +104,20 @@ func openSource(d DataSource) (*dataSet, error) {
 				Cols: d.PhantomCols, Rows: d.PhantomRows, Slices: d.PhantomSlices,
 			}
 			name := fmt.Sprintf("phantom %d (%s, seed %d)", i, c, d.PhantomSeed)
-			ds.items = append(ds.items, scanItem{name: name, group: name, label: int(c), phantom: o})
+			group := name
+			if d.PhantomTwins && c == volume.Normal {
+				src := i - 2 // the CP phantom of the triple
+				if (i/3)%2 == 1 {
+					src = i - 1 // the NCP one
+				}
+				if src >= 0 {
+					s := ds.items[src]
+					o = &volume.PhantomOptions{Class: s.phantom.Class, Seed: s.phantom.Seed, Cols: o.Cols, Rows: o.Rows, Slices: o.Slices, Healthy: true}
+					name = fmt.Sprintf("phantom %d (Normal, healthy twin of phantom %d, seed %d)", i, src, d.PhantomSeed)
+					group = s.group
+				}
+			}
+			ds.items = append(ds.items, scanItem{name: name, group: group, label: int(c), phantom: o})
 		}
 		return ds, nil
 	}
@@ -232,17 +246,54 @@ type preparer struct {
 	channels int
 	workers  int
 	cache    bool
+	// lesions makes training items carry their lesion mask, mapped onto
+	// the network input (for lesion guidance).
+	lesions bool
 
-	mu  sync.Mutex
-	raw map[int]*volume.Volume // training volumes by item, when caching
-	pre map[int][]float32      // preprocessed evaluation inputs, when caching
+	mu        sync.Mutex
+	raw       map[int]*volume.Volume // training volumes by item, when caching
+	rawLesion map[int]*volume.Mask   // their lesion masks, when caching with lesions
+	hasLesion map[int]bool           // training items whose mask is not empty, with lesions
+	pre       map[int][]float32      // preprocessed evaluation inputs, when caching
 }
 
 func newPreparer(p volume.Pipeline, input [3]int, channels, workers int, cache bool) *preparer {
 	return &preparer{
 		pipeline: p, input: input, channels: channels, workers: workers, cache: cache,
-		raw: map[int]*volume.Volume{}, pre: map[int][]float32{},
+		raw: map[int]*volume.Volume{}, rawLesion: map[int]*volume.Mask{}, hasLesion: map[int]bool{}, pre: map[int][]float32{},
 	}
+}
+
+// inputLen is the number of voxels of one input channel.
+func (p *preparer) inputLen() int { return p.input[0] * p.input[1] * p.input[2] }
+
+// loadWithLesion returns the item's volume and lesion mask on its grid.
+func (it scanItem) loadWithLesion() (*volume.Volume, *volume.Mask, error) {
+	return DatasetScan{Name: it.name, Label: it.label, item: it}.loadWithLesion()
+}
+
+// forwardMask maps a lesion mask on the original scan's grid onto the grid
+// a pipeline produced (dims, Trace tr): out voxel (i, j, k) takes the mask
+// at the nearest original voxel to tr.OutToIn(i, j, k), 0 outside. The
+// result is in volume order (k, j, i) with 1 inside the lesion.
+func forwardMask(tr volume.Trace, m *volume.Mask, dims [3]int) []float32 {
+	out := make([]float32, dims[0]*dims[1]*dims[2])
+	nx, ny, nz := m.Dims[0], m.Dims[1], m.Dims[2]
+	for k := 0; k < dims[2]; k++ {
+		for j := 0; j < dims[1]; j++ {
+			for i := 0; i < dims[0]; i++ {
+				q := tr.OutToIn([3]float64{float64(i), float64(j), float64(k)})
+				a, b, c := int(math.Round(q[0])), int(math.Round(q[1])), int(math.Round(q[2]))
+				if a < 0 || b < 0 || c < 0 || a >= nx || b >= ny || c >= nz {
+					continue
+				}
+				if m.Bits[(c*ny+b)*nx+a] {
+					out[(k*dims[1]+j)*dims[0]+i] = 1
+				}
+			}
+		}
+	}
+	return out
 }
 
 // sampleLen is the number of values of one input sample (all channels).
@@ -251,8 +302,10 @@ func (p *preparer) sampleLen() int {
 }
 
 // prepare loads item it (number idx) and runs the pipeline on it with rng
-// (nil: inference), writing the C×D×H×W input into dst.
-func (p *preparer) prepare(idx int, it scanItem, rng *rand.Rand, dst []float32) error {
+// (nil: inference), writing the C×D×H×W input into dst and, when mdst is
+// not nil (training with lesions), the lesion mask on the input grid
+// (D×H×W, 1 inside) into mdst.
+func (p *preparer) prepare(idx int, it scanItem, rng *rand.Rand, dst, mdst []float32) error {
 	if rng == nil && p.cache {
 		p.mu.Lock()
 		x, ok := p.pre[idx]
@@ -263,39 +316,47 @@ func (p *preparer) prepare(idx int, it scanItem, rng *rand.Rand, dst []float32) 
 		}
 	}
 	var v *volume.Volume
+	var m *volume.Mask
 	if p.cache {
 		p.mu.Lock()
-		v = p.raw[idx]
+		v, m = p.raw[idx], p.rawLesion[idx]
 		p.mu.Unlock()
 	}
-	if v == nil {
+	if v == nil || (mdst != nil && m == nil) {
 		var err error
-		v, err = it.load()
+		if mdst != nil {
+			v, m, err = it.loadWithLesion()
+		} else {
+			v, err = it.load()
+		}
 		if err != nil {
 			return err
 		}
 	}
-	out, err := applyPipeline(p.pipeline, v, rng, p.input)
+	out, tr, err := applyPipeline(p.pipeline, v, rng, p.input)
 	if err != nil {
 		return err
 	}
 	fillChannels(dst, out.Voxels, p.channels)
+	if mdst != nil {
+		copy(mdst, forwardMask(tr, m, out.Dims))
+	}
 	return nil
 }
 
 // applyPipeline runs pl on v with rng and checks that the result has the
 // input size [depth, height, width].
-func applyPipeline(pl volume.Pipeline, v *volume.Volume, rng *rand.Rand, input [3]int) (*volume.Volume, error) {
-	out, _, err := pl.Apply(v, rng)
+func applyPipeline(pl volume.Pipeline, v *volume.Volume, rng *rand.Rand, input [3]int) (*volume.Volume, volume.Trace, error) {
+	out, tr, err := pl.Apply(v, rng)
 	if err != nil {
-		return nil, err
+		return nil, tr, err
 	}
 	want := [3]int{input[2], input[1], input[0]}
 	if out.Dims != want {
-		return nil, fmt.Errorf("pipeline output is %d×%d×%d (cols×rows×slices), the network input is %d×%d×%d: end the pipeline with steps that fix the size (resize/center_crop, sample_slices)",
+		return nil, tr, fmt.Errorf("pipeline output is %d×%d×%d (cols×rows×slices), the network input is %d×%d×%d: end the pipeline with steps that fix the size (resize/center_crop, sample_slices)",
 			out.Dims[0], out.Dims[1], out.Dims[2], want[0], want[1], want[2])
 	}
-	return out, nil
+	return out, tr, nil
 }
 
 // fillChannels writes vox (D×H×W, volume order k, j, i) into dst once per channel.
@@ -349,20 +410,39 @@ func (p *preparer) check(ctx context.Context, items []scanItem, idx []int, train
 
 func (p *preparer) checkOne(idx int, it scanItem, training bool) (err error) {
 	var v *volume.Volume
-	if perr := tensor.Catch(func() { v, err = it.load() }); perr != nil {
+	var m *volume.Mask
+	withLesion := training && p.lesions
+	if perr := tensor.Catch(func() {
+		if withLesion {
+			v, m, err = it.loadWithLesion()
+		} else {
+			v, err = it.load()
+		}
+	}); perr != nil {
 		return perr
 	}
 	if err != nil {
+		if withLesion && errors.Is(err, ErrNoLesionMask) {
+			return fmt.Errorf("%w: lesion_guidance needs one for every training scan", err)
+		}
 		return err
 	}
-	out, err := applyPipeline(p.pipeline, v, nil, p.input)
+	out, _, err := applyPipeline(p.pipeline, v, nil, p.input)
 	if err != nil {
 		return err
+	}
+	if withLesion {
+		p.mu.Lock()
+		p.hasLesion[idx] = m.Count() > 0
+		p.mu.Unlock()
 	}
 	if p.cache {
 		p.mu.Lock()
 		if training {
 			p.raw[idx] = v
+			if withLesion {
+				p.rawLesion[idx] = m
+			}
 		} else {
 			x := make([]float32, p.sampleLen())
 			fillChannels(x, out.Voxels, p.channels)
@@ -373,11 +453,13 @@ func (p *preparer) checkOne(idx int, it scanItem, training bool) (err error) {
 	return nil
 }
 
-// batch is a prepared mini-batch: x is N×C×D×H×W.
+// batch is a prepared mini-batch: x is N×C×D×H×W; masks, for training
+// with lesions, holds each scan's lesion mask on the input grid (N×D×H×W).
 type batch struct {
 	x      *tensor.Tensor
 	labels []int
 	items  []int
+	masks  []float32
 	err    error
 }
 
@@ -392,14 +474,18 @@ func (p *preparer) batches(ctx context.Context, items []scanItem, order []int, b
 	go func() {
 		defer close(out)
 		type job struct {
-			pos int
-			dst []float32
+			pos       int
+			dst, mdst []float32
 		}
-		n := p.sampleLen()
+		n, nm := p.sampleLen(), p.inputLen()
+		withMasks := p.lesions && rngFor != nil
 		for lo := 0; lo < len(order); lo += bs {
 			hi := min(lo+bs, len(order))
 			b := batch{items: order[lo:hi]}
 			data := make([]float32, (hi-lo)*n)
+			if withMasks {
+				b.masks = make([]float32, (hi-lo)*nm)
+			}
 			errs := make([]error, hi-lo)
 			jobs := make(chan job)
 			var wg sync.WaitGroup
@@ -414,7 +500,7 @@ func (p *preparer) batches(ctx context.Context, items []scanItem, order []int, b
 							rng = rngFor(item)
 						}
 						var err error
-						if perr := tensor.Catch(func() { err = p.prepare(item, items[item], rng, j.dst) }); perr != nil {
+						if perr := tensor.Catch(func() { err = p.prepare(item, items[item], rng, j.dst, j.mdst) }); perr != nil {
 							err = perr
 						}
 						if err != nil {
@@ -424,7 +510,11 @@ func (p *preparer) batches(ctx context.Context, items []scanItem, order []int, b
 				}()
 			}
 			for j := 0; j < hi-lo; j++ {
-				jobs <- job{pos: j, dst: data[j*n : (j+1)*n]}
+				jb := job{pos: j, dst: data[j*n : (j+1)*n]}
+				if withMasks {
+					jb.mdst = b.masks[j*nm : (j+1)*nm]
+				}
+				jobs <- jb
 			}
 			close(jobs)
 			wg.Wait()

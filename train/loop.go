@@ -46,6 +46,9 @@ type EpochRecord struct {
 	// argmax matched the label (with mixup, λ-weighted over both labels).
 	TrainLoss float64 `json:"train_loss"`
 	TrainAcc  float64 `json:"train_acc"`
+	// GuidanceLoss is the mean lesion-guidance term (before its weight is
+	// applied; part of TrainLoss), present with Recipe.LesionGuidance.
+	GuidanceLoss *float64 `json:"guidance_loss,omitempty"`
 	// ValLoss (mean plain cross-entropy) and ValAcc are on the validation
 	// split, with the evaluated weights (EMA when enabled); absent without
 	// a validation split.
@@ -147,9 +150,13 @@ type trainer struct {
 	ema      *nn.EMA
 	sched    nn.Schedule
 	ce       tensor.CEOpts
-	st       trainState
-	dsRec    datasetRecord
-	testRec  *testRecord
+	// lesionClass marks the classes with a lesion in some training scan
+	// (set with lesion guidance).
+	lesionClass []bool
+	guide       float64 // the last step's lesion-guidance term
+	st          trainState
+	dsRec       datasetRecord
+	testRec     *testRecord
 }
 
 // Run trains a model as r describes and writes its output folder (see the
@@ -311,6 +318,7 @@ func (t *trainer) listData() error {
 func (t *trainer) checkData(ctx context.Context) error {
 	r := t.r
 	t.prep = newPreparer(t.pipeline, r.Input, r.Model.InChannels, r.workers(), r.Cache)
+	t.prep.lesions = r.LesionGuidance > 0
 	bar := newBar(t.o.Progress, len(t.trainIdx)+len(t.valIdx), "checking scans")
 	tick := func() { barAdd(bar) }
 	okTrain, bad, err := t.prep.check(ctx, t.items, t.trainIdx, true, tick)
@@ -328,6 +336,18 @@ func (t *trainer) checkData(ctx context.Context) error {
 		return fmt.Errorf("train: %s: no readable training scan (%d skipped; first: %s: %s)", r.Train, len(skipped), firstPath(skipped), firstReason(skipped))
 	}
 	t.trainIdx, t.valIdx = okTrain, okVal
+	if r.LesionGuidance > 0 {
+		t.lesionClass = make([]bool, len(t.classes))
+		found := false
+		for _, i := range okTrain {
+			if t.prep.hasLesion[i] {
+				t.lesionClass[t.items[i].label], found = true, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("train: lesion_guidance: none of the %d training scans of %s has a lesion in its mask", len(okTrain), r.Train)
+		}
+	}
 	t.dsRec.Event, t.dsRec.Classes = "dataset", t.classes
 	t.dsRec.Train, t.dsRec.Val = len(okTrain), len(okVal)
 	t.dsRec.TrainPerClass = labelCounts(t.items, okTrain, len(t.classes))
@@ -562,7 +582,7 @@ func (t *trainer) trainEpoch(ctx context.Context, epoch int) (EpochRecord, error
 	bar := newBar(t.o.Progress, nb, fmt.Sprintf("epoch %d/%d", epoch, r.Epochs))
 	defer barFinish(bar)
 	start := time.Now()
-	var lossSum, correct, gnSum float64
+	var lossSum, guideSum, correct, gnSum float64
 	seen := 0
 	for b := 0; b < nb; b++ {
 		var bt batch
@@ -593,6 +613,7 @@ func (t *trainer) trainEpoch(ctx context.Context, epoch int) (EpochRecord, error
 		n := len(bt.labels)
 		seen += n
 		lossSum += loss * float64(n)
+		guideSum += t.guide * float64(n)
 		correct += c
 		gnSum += gn
 		rec.LR = lr
@@ -607,6 +628,10 @@ func (t *trainer) trainEpoch(ctx context.Context, epoch int) (EpochRecord, error
 		}
 	}
 	rec.TrainLoss = lossSum / float64(seen)
+	if r.LesionGuidance > 0 {
+		g := guideSum / float64(seen)
+		rec.GuidanceLoss = &g
+	}
 	rec.TrainAcc = correct / float64(seen)
 	rec.GradNorm = gnSum / float64(rec.Steps)
 	return rec, nil
@@ -629,10 +654,19 @@ func (t *trainer) step(bt batch, mix *rand.Rand, lr float64) (loss, correct, gra
 	var pred []int
 	err = tensor.Catch(func() {
 		t.opt.ZeroGrad()
-		logits := net3d.Forward(t.model, x)
+		f := t.model.Features(x, nil)
+		logits := t.model.Head(f)
 		l := tensor.CrossEntropy(logits, ya, t.ce)
 		if yb != nil {
 			l = tensor.Add(tensor.MulScalar(l, float32(lam)), tensor.MulScalar(tensor.CrossEntropy(logits, yb, t.ce), float32(1-lam)))
+		}
+		if r.LesionGuidance > 0 {
+			g, gerr := guidanceLoss(f, t.model.Linear(), bt.masks, ya, r.Input, t.lesionClass)
+			if gerr != nil {
+				panic(&tensor.ShapeError{Op: "train", Msg: gerr.Error()})
+			}
+			t.guide = float64(g.Item())
+			l = tensor.Add(l, tensor.MulScalar(g, float32(r.LesionGuidance)))
 		}
 		l.Backward()
 		loss = float64(l.Item())

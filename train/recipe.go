@@ -50,6 +50,13 @@ type DataSource struct {
 	PhantomCols   int    `json:"phantom_cols,omitempty"`
 	PhantomRows   int    `json:"phantom_rows,omitempty"`
 	PhantomSlices int    `json:"phantom_slices,omitempty"`
+	// PhantomTwins makes every Normal phantom the healthy twin
+	// (volume.PhantomOptions.Healthy) of a lesion phantom of its triple:
+	// phantom 3t+2 is the twin of 3t (CP) for even t and of 3t+1 (NCP) for
+	// odd t. A twin stays in its lesion phantom's split. The classes then
+	// differ only where the lesions lie, so a model cannot separate them by
+	// anything else (anatomy, crop, confounders).
+	PhantomTwins bool `json:"phantom_twins,omitempty"`
 }
 
 // IsZero reports whether no source is set.
@@ -63,6 +70,9 @@ func (d DataSource) String() string {
 	case d.Layout != "":
 		return "layout " + d.Layout
 	case d.Phantoms > 0:
+		if d.PhantomTwins {
+			return fmt.Sprintf("%d phantoms (seed %d, Normal as healthy twins)", d.Phantoms, d.PhantomSeed)
+		}
 		return fmt.Sprintf("%d phantoms (seed %d)", d.Phantoms, d.PhantomSeed)
 	}
 	return "no data"
@@ -80,6 +90,9 @@ func (d DataSource) validate(what string) error {
 	}
 	if d.Root != "" && d.Layout == "" {
 		return fmt.Errorf("train: recipe %s: root %q given without a layout", what, d.Root)
+	}
+	if d.PhantomTwins && d.Phantoms == 0 {
+		return fmt.Errorf("train: recipe %s: phantom_twins needs phantoms", what)
 	}
 	if d.Phantoms < 0 || d.Phantoms > 1_000_000 {
 		return fmt.Errorf("train: recipe %s: phantoms %d outside 1..1000000", what, d.Phantoms)
@@ -168,6 +181,17 @@ type Recipe struct {
 	// loss = λ·CE(y) + (1−λ)·CE(y[π]), λ ~ Beta(α, α), π a random permutation
 	// of the batch.
 	MixupAlpha float64 `json:"mixup_alpha,omitempty"`
+	// LesionGuidance, when positive, adds LesionGuidance times a
+	// lesion-guidance loss to the cross-entropy: the classifier's weights
+	// applied at every position of the final feature map (the
+	// class-activation map that CAM shows and Grad-CAM follows) are trained
+	// with binary cross-entropy to be positive in the cells that hold the
+	// scan's lesion, for its class, and negative elsewhere and for other
+	// lesion classes (classes without lesions, such as Normal, are left
+	// free). It needs a lesion mask for every training
+	// scan (phantoms carry theirs; a scan file needs LesionPath), an input
+	// that is a whole multiple of the feature map, and no mixup.
+	LesionGuidance float64 `json:"lesion_guidance,omitempty"`
 
 	// BestMetric chooses the best epoch on the validation split: "val_acc"
 	// (highest accuracy, ties to the lower loss) or "val_loss" (lowest loss).
@@ -322,6 +346,12 @@ func (r Recipe) Validate() error {
 	}
 	if !(r.MixupAlpha >= 0) || !finite(r.MixupAlpha) {
 		return bad("mixup_alpha %g must be ≥ 0", r.MixupAlpha)
+	}
+	if !(r.LesionGuidance >= 0) || !finite(r.LesionGuidance) {
+		return bad("lesion_guidance %g must be ≥ 0", r.LesionGuidance)
+	}
+	if r.LesionGuidance > 0 && r.MixupAlpha > 0 {
+		return bad("lesion_guidance and mixup_alpha are exclusive (mixed scans have no lesion mask)")
 	}
 	return nil
 }

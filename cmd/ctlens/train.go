@@ -39,7 +39,8 @@ type trainFlags struct {
 	optimizer, schedule, bestMetric, weights string
 	lr, momentum, wd, warmup, minLR, gamma   float64
 	labelSmoothing, clip, ema, mixup         float64
-	nesterov, decayAll, cache                bool
+	lesionGuidance                           float64
+	nesterov, decayAll, cache, phantomTwins  bool
 	seed                                     uint64
 	flagSet                                  *pflag.FlagSet
 }
@@ -134,6 +135,7 @@ cannot be resumed.`,
 	f.Uint64Var(&tf.phantomSeed, "phantom-seed", 0, "seed of the phantoms (default: --seed)")
 	f.IntVar(&tf.phantomSize, "phantom-size", 0, "phantom in-plane size in pixels (default 128)")
 	f.IntVar(&tf.phantomSlices, "phantom-slices", 0, "phantom slices (default: by slice spacing, 40–72)")
+	f.BoolVar(&tf.phantomTwins, "phantom-twins", false, "make every Normal phantom the healthy twin of a CP or NCP phantom (the classes then differ only in the lesions)")
 	f.StringVar(&tf.valData, "val-data", "", "validation data folder (instead of --val-fraction)")
 	f.StringVar(&tf.valLayout, "val-layout", "", "validation data JSON layout")
 	f.StringVar(&tf.valRoot, "val-root", "", "folder of the --val-layout scans")
@@ -161,6 +163,7 @@ cannot be resumed.`,
 	f.Float64Var(&tf.clip, "clip", 0, "clip the global gradient norm to this value")
 	f.Float64Var(&tf.ema, "ema", 0, "EMA decay of the weights, e.g. 0.999 (evaluated and saved)")
 	f.Float64Var(&tf.mixup, "mixup", 0, "mixup α (0: off)")
+	f.Float64Var(&tf.lesionGuidance, "lesion-guidance", 0, "weight of the lesion-guidance loss that trains the class-score map (CAM) on the lesion masks (0: off; needs masks: phantoms or <scan>.lesion.nii.gz)")
 	f.StringVar(&tf.bestMetric, "best-metric", "", "val_acc or val_loss (default val_acc)")
 	f.Uint64Var(&tf.seed, "seed", 0, "random seed (default 1)")
 	f.IntVar(&tf.workers, "workers", 0, "scans loaded in parallel (default: CPUs)")
@@ -245,6 +248,7 @@ func (tf *trainFlags) toRecipe() (train.Recipe, error) {
 		r.Train.PhantomCols, r.Train.PhantomRows = tf.phantomSize, tf.phantomSize
 	}
 	add("phantom-slices", func() error { r.Train.PhantomSlices = tf.phantomSlices; return nil })
+	add("phantom-twins", func() error { r.Train.PhantomTwins = tf.phantomTwins; return nil })
 	add("seed", func() error { r.Seed = tf.seed; return nil })
 	if r.Train.Phantoms > 0 {
 		if f.Changed("phantom-seed") {
@@ -297,6 +301,7 @@ func (tf *trainFlags) toRecipe() (train.Recipe, error) {
 	add("clip", func() error { r.ClipNorm = tf.clip; return nil })
 	add("ema", func() error { r.EMADecay = tf.ema; return nil })
 	add("mixup", func() error { r.MixupAlpha = tf.mixup; return nil })
+	add("lesion-guidance", func() error { r.LesionGuidance = tf.lesionGuidance; return nil })
 	add("best-metric", func() error { r.BestMetric = tf.bestMetric; return nil })
 	add("workers", func() error { r.Workers = tf.workers; return nil })
 	add("cache", func() error { r.Cache = tf.cache; return nil })
