@@ -131,6 +131,8 @@ func TestBrowserAgainstRealServer(t *testing.T) {
 		return n;
 	})()`
 	var coloured, without int
+	// The viewer redraws on the next animation frame: wait for it.
+	wait("overlay drawn at the hottest slice", countJS+" >= 20", 5*time.Second)
 	eval("hot pixels", countJS, &coloured)
 	do("overlay off", chromedp.Click(chromedp.ID("overlay")))
 	wait("overlay redrawn", countJS+" === 0", 5*time.Second)
