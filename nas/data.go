@@ -1,6 +1,7 @@
 package nas
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -91,31 +92,15 @@ func OpenData(d train.DataSource) (*Dataset, error) {
 	return ds, nil
 }
 
-// validateData checks that exactly one source is set and the phantom
-// numbers are in range.
+// validateData checks the source as training does (train.DataSource.Validate);
+// healthy twins are not drawn by the search's phantom list, so they are
+// refused rather than ignored.
 func validateData(d train.DataSource) error {
-	n := 0
-	for _, set := range []bool{d.Folder != "", d.Layout != "", d.Phantoms != 0} {
-		if set {
-			n++
-		}
+	if err := d.Validate("search data"); err != nil {
+		return err
 	}
-	if n != 1 {
-		return fmt.Errorf("nas: data: set exactly one of folder, layout and phantoms (have %d)", n)
-	}
-	if d.Root != "" && d.Layout == "" {
-		return fmt.Errorf("nas: data: root %q given without a layout", d.Root)
-	}
-	if d.Phantoms < 0 || d.Phantoms > 1_000_000 {
-		return fmt.Errorf("nas: data: phantoms %d outside 1..1000000", d.Phantoms)
-	}
-	for _, v := range []struct {
-		name string
-		n    int
-	}{{"phantom_cols", d.PhantomCols}, {"phantom_rows", d.PhantomRows}, {"phantom_slices", d.PhantomSlices}} {
-		if v.n < 0 || v.n > 1024 {
-			return fmt.Errorf("nas: data: %s %d outside 0..1024", v.name, v.n)
-		}
+	if d.PhantomTwins {
+		return errors.New("nas: data: phantom_twins is not supported by the search")
 	}
 	return nil
 }

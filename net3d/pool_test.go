@@ -62,8 +62,7 @@ func TestLSEPoolLinear(t *testing.T) {
 		t.Errorf("r → 0 against average pooling: %v", err)
 	}
 	sharp := LSEPoolLinear(f, nil, fc, 100)
-	for i, row := range lseByHand(f, fc, 1e-9) {
-		_ = row
+	for i := 0; i < 2; i++ {
 		for c := 0; c < 3; c++ {
 			best := math.Inf(-1)
 			p := f.Len() / (2 * 5)

@@ -110,12 +110,10 @@ func openSource(d DataSource) (*dataSet, error) {
 				if (i/3)%2 == 1 {
 					src = i - 1 // the NCP one
 				}
-				if src >= 0 {
-					s := ds.items[src]
-					o = &volume.PhantomOptions{Class: s.phantom.Class, Seed: s.phantom.Seed, Cols: o.Cols, Rows: o.Rows, Slices: o.Slices, Healthy: true}
-					name = fmt.Sprintf("phantom %d (Normal, healthy twin of phantom %d, seed %d)", i, src, d.PhantomSeed)
-					group = s.group
-				}
+				s := ds.items[src]
+				o = &volume.PhantomOptions{Class: s.phantom.Class, Seed: s.phantom.Seed, Cols: o.Cols, Rows: o.Rows, Slices: o.Slices, Healthy: true}
+				name = fmt.Sprintf("phantom %d (Normal, healthy twin of phantom %d, seed %d)", i, src, d.PhantomSeed)
+				group = s.group
 			}
 			ds.items = append(ds.items, scanItem{name: name, group: group, label: int(c), phantom: o})
 		}
@@ -273,11 +271,11 @@ func (it scanItem) loadWithLesion() (*volume.Volume, *volume.Mask, error) {
 }
 
 // forwardMask maps a lesion mask on the original scan's grid onto the grid
-// a pipeline produced (dims, Trace tr): out voxel (i, j, k) takes the mask
-// at the nearest original voxel to tr.OutToIn(i, j, k), 0 outside. The
-// result is in volume order (k, j, i) with 1 inside the lesion.
-func forwardMask(tr volume.Trace, m *volume.Mask, dims [3]int) []float32 {
-	out := make([]float32, dims[0]*dims[1]*dims[2])
+// a pipeline produced (dims, Trace tr), writing it into out (volume order
+// k, j, i; len dims[0]·dims[1]·dims[2]): out voxel (i, j, k) is 1 when the
+// original voxel nearest to tr.OutToIn(i, j, k) is in the lesion, else 0.
+func forwardMask(out []float32, tr volume.Trace, m *volume.Mask, dims [3]int) {
+	clear(out)
 	nx, ny, nz := m.Dims[0], m.Dims[1], m.Dims[2]
 	for k := 0; k < dims[2]; k++ {
 		for j := 0; j < dims[1]; j++ {
@@ -293,7 +291,6 @@ func forwardMask(tr volume.Trace, m *volume.Mask, dims [3]int) []float32 {
 			}
 		}
 	}
-	return out
 }
 
 // sampleLen is the number of values of one input sample (all channels).
@@ -339,7 +336,7 @@ func (p *preparer) prepare(idx int, it scanItem, rng *rand.Rand, dst, mdst []flo
 	}
 	fillChannels(dst, out.Voxels, p.channels)
 	if mdst != nil {
-		copy(mdst, forwardMask(tr, m, out.Dims))
+		forwardMask(mdst, tr, m, out.Dims)
 	}
 	return nil
 }

@@ -46,7 +46,7 @@ type DatasetScan struct {
 // from d.PhantomSeed, so that equal sources give equal scans). Lesion
 // masks stored next to the scans (LesionPath) are not listed as skipped.
 func OpenDataset(d DataSource) (*Dataset, error) {
-	if err := d.validate("data"); err != nil {
+	if err := d.Validate("data"); err != nil {
 		return nil, err
 	}
 	ds, err := openSource(d)

@@ -141,7 +141,11 @@ func TestForwardMask(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := forwardMask(tr, maskOf(p.Lesion), out.Dims)
+		got := make([]float32, len(want.Voxels))
+		for i := range got {
+			got[i] = 7 // stale values must be overwritten
+		}
+		forwardMask(got, tr, maskOf(p.Lesion), out.Dims)
 		n := 0
 		for i := range got {
 			if got[i] != want.Voxels[i] {

@@ -1,11 +1,9 @@
 package train
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"strings"
 
 	"github.com/ctlens/ctlens/net2d"
@@ -271,30 +269,11 @@ func presetResolutions(size, patch int) []int {
 // ParseRecipe2D decodes a JSON recipe over DefaultRecipe2D (absent fields
 // keep their defaults), rejecting unknown fields, and validates it.
 func ParseRecipe2D(data []byte) (Recipe2D, error) {
-	r := DefaultRecipe2D()
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return Recipe2D{}, fmt.Errorf("train: 2D recipe: %w", err)
-	}
-	if err := r.Validate(); err != nil {
-		return Recipe2D{}, err
-	}
-	return r, nil
+	return decodeRecipe(data, DefaultRecipe2D(), "2D recipe", Recipe2D.Validate)
 }
 
 // ReadRecipe2D reads and parses the JSON 2D recipe file at path.
-func ReadRecipe2D(path string) (Recipe2D, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Recipe2D{}, fmt.Errorf("train: 2D recipe: %w", err)
-	}
-	r, err := ParseRecipe2D(b)
-	if err != nil {
-		return Recipe2D{}, fmt.Errorf("%w (in %s)", err, path)
-	}
-	return r, nil
-}
+func ReadRecipe2D(path string) (Recipe2D, error) { return readRecipe(path, "2D recipe", ParseRecipe2D) }
 
 // IsRecipe2D reports whether the JSON recipe in data names a 2D
 // architecture (net2d) as its model.
@@ -391,7 +370,7 @@ func (r Recipe2D) Validate() error {
 	if err := r.SlicePrep().Validate(); err != nil {
 		return bad("%w", err)
 	}
-	if err := r.Train.validate("train"); err != nil {
+	if err := r.Train.Validate("train"); err != nil {
 		return err
 	}
 	for _, d := range []struct {
@@ -399,7 +378,7 @@ func (r Recipe2D) Validate() error {
 		src  DataSource
 	}{{"val", r.Val}, {"test", r.Test}} {
 		if !d.src.IsZero() {
-			if err := d.src.validate(d.what); err != nil {
+			if err := d.src.Validate(d.what); err != nil {
 				return err
 			}
 		}

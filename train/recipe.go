@@ -78,7 +78,11 @@ func (d DataSource) String() string {
 	return "no data"
 }
 
-func (d DataSource) validate(what string) error {
+// Validate reports a source that sets none or several of Folder, Layout
+// and Phantoms, a Root without a Layout, twins without phantoms, or
+// phantom numbers out of range; errors name the source as what (e.g.
+// "train").
+func (d DataSource) Validate(what string) error {
 	n := 0
 	for _, set := range []bool{d.Folder != "", d.Layout != "", d.Phantoms != 0} {
 		if set {
@@ -237,27 +241,38 @@ func DefaultRecipe() Recipe {
 // ParseRecipe decodes a JSON recipe over DefaultRecipe (absent fields keep
 // their defaults), rejecting unknown fields, and validates it.
 func ParseRecipe(data []byte) (Recipe, error) {
-	r := DefaultRecipe()
+	return decodeRecipe(data, DefaultRecipe(), "recipe", Recipe.Validate)
+}
+
+// ReadRecipe reads and parses the JSON recipe file at path.
+func ReadRecipe(path string) (Recipe, error) { return readRecipe(path, "recipe", ParseRecipe) }
+
+// decodeRecipe decodes data over the defaults r, rejecting unknown fields
+// (errors name the recipe as what), and validates the result.
+func decodeRecipe[R any](data []byte, r R, what string, validate func(R) error) (R, error) {
+	var zero R
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return Recipe{}, fmt.Errorf("train: recipe: %w", err)
+		return zero, fmt.Errorf("train: %s: %w", what, err)
 	}
-	if err := r.Validate(); err != nil {
-		return Recipe{}, err
+	if err := validate(r); err != nil {
+		return zero, err
 	}
 	return r, nil
 }
 
-// ReadRecipe reads and parses the JSON recipe file at path.
-func ReadRecipe(path string) (Recipe, error) {
+// readRecipe reads the file at path and parses it with parse, naming the
+// file in errors.
+func readRecipe[R any](path, what string, parse func([]byte) (R, error)) (R, error) {
+	var zero R
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return Recipe{}, fmt.Errorf("train: recipe: %w", err)
+		return zero, fmt.Errorf("train: %s: %w", what, err)
 	}
-	r, err := ParseRecipe(b)
+	r, err := parse(b)
 	if err != nil {
-		return Recipe{}, fmt.Errorf("%w (in %s)", err, path)
+		return zero, fmt.Errorf("%w (in %s)", err, path)
 	}
 	return r, nil
 }
@@ -313,16 +328,16 @@ func (r Recipe) Validate() error {
 	} else if _, err := r.EffectivePipeline(); err != nil {
 		return err
 	}
-	if err := r.Train.validate("train"); err != nil {
+	if err := r.Train.Validate("train"); err != nil {
 		return err
 	}
 	if !r.Val.IsZero() {
-		if err := r.Val.validate("val"); err != nil {
+		if err := r.Val.Validate("val"); err != nil {
 			return err
 		}
 	}
 	if !r.Test.IsZero() {
-		if err := r.Test.validate("test"); err != nil {
+		if err := r.Test.Validate("test"); err != nil {
 			return err
 		}
 	}

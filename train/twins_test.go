@@ -12,7 +12,7 @@ import (
 // differs from it only inside the lesion's reach, and stays in its split.
 func TestPhantomTwins(t *testing.T) {
 	src := DataSource{Phantoms: 12, PhantomSeed: 5, PhantomCols: 32, PhantomRows: 32, PhantomSlices: 12, PhantomTwins: true}
-	if err := src.validate("train"); err != nil {
+	if err := src.Validate("train"); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := openSource(src)
@@ -85,7 +85,7 @@ func TestPhantomTwins(t *testing.T) {
 			t.Errorf("twin %d and its phantom %d in different splits", i, src)
 		}
 	}
-	if err := (DataSource{Folder: "x", PhantomTwins: true}).validate("train"); err == nil || !strings.Contains(err.Error(), "phantom_twins needs phantoms") {
+	if err := (DataSource{Folder: "x", PhantomTwins: true}).Validate("train"); err == nil || !strings.Contains(err.Error(), "phantom_twins needs phantoms") {
 		t.Errorf("twins without phantoms: %v", err)
 	}
 }
