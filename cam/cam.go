@@ -181,7 +181,7 @@ func Compute(m Model, x *tensor.Tensor, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cam: compute: %w", err)
 	}
-	restore := prepare(m)
+	restore := nn.EvalFrozen(m)
 	defer restore()
 	var inner error
 	err = tensor.Catch(func() {
@@ -233,35 +233,6 @@ func (o Options) check(m Model) (string, error) {
 		}
 	}
 	return layer, nil
-}
-
-// prepare switches m to evaluation mode and freezes its parameters, and
-// returns the function that restores both.
-func prepare(m Model) func() {
-	mods := nn.NamedModules(m)
-	training := make([]bool, len(mods))
-	for i, nm := range mods {
-		if t, ok := nm.Module.(interface{ Training() bool }); ok {
-			training[i] = t.Training()
-		}
-	}
-	params := nn.NamedParameters(m)
-	req := make([]bool, len(params))
-	for i, p := range params {
-		req[i] = p.Tensor.RequiresGrad()
-	}
-	nn.SetTraining(m, false)
-	nn.SetRequiresGrad(m, false)
-	return func() {
-		// NamedModules lists a parent before its children, so setting each
-		// subtree in that order leaves every module with its own flag.
-		for i, nm := range mods {
-			nn.SetTraining(nm.Module, training[i])
-		}
-		for i, p := range params {
-			p.Tensor.SetRequiresGrad(req[i])
-		}
-	}
 }
 
 // classesFor returns, for each requested map, the class of each item.

@@ -118,7 +118,7 @@ func ScoreSlices(m Classifier, v *volume.Volume, cfg SliceConfig) (*SliceScores,
 	if m == nil || v == nil {
 		return nil, errors.New("net2d: score slices: nil model or volume")
 	}
-	restore := evalFrozen(m)
+	restore := nn.EvalFrozen(m)
 	defer restore()
 	var logits, pooled []*tensor.Tensor
 	for k0 := 0; k0 < v.Dims[2]; k0 += cfg.batch() {
@@ -145,33 +145,6 @@ func sliceRange(lo, hi int) []int {
 		ks[i] = lo + i
 	}
 	return ks
-}
-
-// evalFrozen puts m in evaluation mode with frozen parameters and returns
-// the function that restores both.
-func evalFrozen(m nn.Module) func() {
-	mods := nn.NamedModules(m)
-	training := make([]bool, len(mods))
-	for i, nm := range mods {
-		if t, ok := nm.Module.(interface{ Training() bool }); ok {
-			training[i] = t.Training()
-		}
-	}
-	params := nn.NamedParameters(m)
-	req := make([]bool, len(params))
-	for i, p := range params {
-		req[i] = p.Tensor.RequiresGrad()
-	}
-	nn.SetTraining(m, false)
-	nn.SetRequiresGrad(m, false)
-	return func() {
-		for i, nm := range mods {
-			nn.SetTraining(nm.Module, training[i])
-		}
-		for i, p := range params {
-			p.Tensor.SetRequiresGrad(req[i])
-		}
-	}
 }
 
 // Aggregation selects how slice scores become a volume score.

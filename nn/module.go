@@ -319,3 +319,33 @@ func Run(m Module, x *tensor.Tensor) (y *tensor.Tensor, err error) {
 	}
 	return y, nil
 }
+
+// EvalFrozen puts m in evaluation mode with every parameter frozen (no
+// gradient) and returns the function that restores each module's mode and
+// each parameter's flag as they were.
+func EvalFrozen(m Module) (restore func()) {
+	mods := NamedModules(m)
+	training := make([]bool, len(mods))
+	for i, nm := range mods {
+		if t, ok := nm.Module.(interface{ Training() bool }); ok {
+			training[i] = t.Training()
+		}
+	}
+	params := NamedParameters(m)
+	req := make([]bool, len(params))
+	for i, p := range params {
+		req[i] = p.Tensor.RequiresGrad()
+	}
+	SetTraining(m, false)
+	SetRequiresGrad(m, false)
+	return func() {
+		// NamedModules lists a parent before its children, so setting each
+		// subtree in that order leaves every module with its own flag.
+		for i, nm := range mods {
+			SetTraining(nm.Module, training[i])
+		}
+		for i, p := range params {
+			p.Tensor.SetRequiresGrad(req[i])
+		}
+	}
+}
