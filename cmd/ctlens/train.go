@@ -85,32 +85,15 @@ cannot be resumed.`,
 			if err != nil {
 				return err
 			}
-			if tf.printRecipe {
-				b, err := json.MarshalIndent(r, "", "  ")
+			interrupted := fmt.Errorf("train: interrupted; the last completed epoch is saved: continue with `ctlens train --resume --out %s`", r.Out)
+			return runRecipe(cmd, &tf, r, r.Validate, interrupted, func(ctx context.Context, progress io.Writer) error {
+				res, err := train.Run(ctx, r, train.Options{Resume: tf.resume, Progress: progress})
 				if err != nil {
 					return err
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				printTrainResult(cmd.OutOrStdout(), res)
 				return nil
-			}
-			if err := r.Validate(); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			var progress io.Writer = cmd.ErrOrStderr()
-			if tf.noProgress {
-				progress = nil
-			}
-			res, err := train.Run(ctx, r, train.Options{Resume: tf.resume, Progress: progress})
-			if errors.Is(err, context.Canceled) {
-				return fmt.Errorf("train: interrupted; the last completed epoch is saved: continue with `ctlens train --resume --out %s`", r.Out)
-			}
-			if err != nil {
-				return err
-			}
-			printTrainResult(cmd.OutOrStdout(), res)
-			return nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -194,17 +177,8 @@ func (tf *trainFlags) toRecipe() (train.Recipe, error) {
 			}
 		}
 	}
-	set := func(name string, apply func() error) error {
-		if !f.Changed(name) {
-			return nil
-		}
-		if err := apply(); err != nil {
-			return fmt.Errorf("train: --%s: %w", name, err)
-		}
-		return nil
-	}
-	var errs []error
-	add := func(name string, apply func() error) { errs = append(errs, set(name, apply)) }
+	fe := flagErrs{f: f}
+	add := fe.add
 	add("out", func() error { r.Out = tf.out; return nil })
 	add("arch", func() error {
 		spec, err := readArchSpec(tf.arch)
@@ -239,34 +213,12 @@ func (tf *trainFlags) toRecipe() (train.Recipe, error) {
 		r.Pipeline = p
 		return err
 	})
-	if f.Changed("data") || f.Changed("layout") || f.Changed("phantoms") {
-		r.Train = train.DataSource{Folder: tf.data, Layout: tf.layout, Root: tf.root, Phantoms: tf.phantoms}
-	} else if f.Changed("root") {
-		r.Train.Root = tf.root
-	}
-	if f.Changed("phantom-size") {
-		r.Train.PhantomCols, r.Train.PhantomRows = tf.phantomSize, tf.phantomSize
-	}
+	tf.applyDataFlags(&r.Train, &r.Val, &r.Test, &r.Seed)
 	add("phantom-slices", func() error { r.Train.PhantomSlices = tf.phantomSlices; return nil })
 	add("phantom-twins", func() error { r.Train.PhantomTwins = tf.phantomTwins; return nil })
-	add("seed", func() error { r.Seed = tf.seed; return nil })
-	if r.Train.Phantoms > 0 {
-		if f.Changed("phantom-seed") {
-			r.Train.PhantomSeed = tf.phantomSeed
-		} else if f.Changed("phantoms") || f.Changed("seed") {
-			r.Train.PhantomSeed = r.Seed
-		}
-	}
-	if f.Changed("val-data") || f.Changed("val-layout") {
-		r.Val = train.DataSource{Folder: tf.valData, Layout: tf.valLayout, Root: tf.valRoot}
-	}
-	if f.Changed("test-data") || f.Changed("test-layout") {
-		r.Test = train.DataSource{Folder: tf.testData, Layout: tf.testLayout, Root: tf.testRoot}
-	}
 	if f.Changed("test-phantoms") {
-		// Test phantoms come from a seed no training phantom uses.
-		r.Test = train.DataSource{Phantoms: tf.testPhantoms, PhantomSeed: r.Train.PhantomSeed ^ 0x7e57,
-			PhantomCols: r.Train.PhantomCols, PhantomRows: r.Train.PhantomRows, PhantomSlices: r.Train.PhantomSlices}
+		// 3D test phantoms have the training phantoms' slices too.
+		r.Test.PhantomSlices = r.Train.PhantomSlices
 	}
 	add("val-fraction", func() error { r.ValFraction = tf.valFraction; return nil })
 	add("epochs", func() error { r.Epochs = tf.epochs; return nil })
@@ -305,7 +257,91 @@ func (tf *trainFlags) toRecipe() (train.Recipe, error) {
 	add("best-metric", func() error { r.BestMetric = tf.bestMetric; return nil })
 	add("workers", func() error { r.Workers = tf.workers; return nil })
 	add("cache", func() error { r.Cache = tf.cache; return nil })
-	return r, errors.Join(errs...)
+	return r, errors.Join(fe.errs...)
+}
+
+// flagErrs applies the flags given on the command line and collects the
+// errors of applying them.
+type flagErrs struct {
+	f    *pflag.FlagSet
+	errs []error
+}
+
+// add runs apply if flag name was given, keeping its error as "train: --name: …".
+func (fe *flagErrs) add(name string, apply func() error) {
+	if !fe.f.Changed(name) {
+		return
+	}
+	if err := apply(); err != nil {
+		fe.errs = append(fe.errs, fmt.Errorf("train: --%s: %w", name, err))
+	}
+}
+
+// applyDataFlags applies the data flags given (--data, --layout, --root,
+// --phantoms, --phantom-size, --seed, --phantom-seed, --val-*, --test-*) to
+// a recipe's training, validation and test sources and seed.
+func (tf *trainFlags) applyDataFlags(trainSrc, val, test *train.DataSource, seed *uint64) {
+	f := tf.flagSet
+	if f.Changed("data") || f.Changed("layout") || f.Changed("phantoms") {
+		*trainSrc = train.DataSource{Folder: tf.data, Layout: tf.layout, Root: tf.root, Phantoms: tf.phantoms}
+	} else if f.Changed("root") {
+		trainSrc.Root = tf.root
+	}
+	if f.Changed("phantom-size") {
+		trainSrc.PhantomCols, trainSrc.PhantomRows = tf.phantomSize, tf.phantomSize
+	}
+	if f.Changed("seed") {
+		*seed = tf.seed
+	}
+	if trainSrc.Phantoms > 0 {
+		if f.Changed("phantom-seed") {
+			trainSrc.PhantomSeed = tf.phantomSeed
+		} else if f.Changed("phantoms") || f.Changed("seed") {
+			trainSrc.PhantomSeed = *seed
+		}
+	}
+	if f.Changed("val-data") || f.Changed("val-layout") {
+		*val = train.DataSource{Folder: tf.valData, Layout: tf.valLayout, Root: tf.valRoot}
+	}
+	if f.Changed("test-data") || f.Changed("test-layout") {
+		*test = train.DataSource{Folder: tf.testData, Layout: tf.testLayout, Root: tf.testRoot}
+	}
+	if f.Changed("test-phantoms") {
+		// Test phantoms come from a seed no training phantom uses.
+		*test = train.DataSource{Phantoms: tf.testPhantoms, PhantomSeed: trainSrc.PhantomSeed ^ 0x7e57,
+			PhantomCols: trainSrc.PhantomCols, PhantomRows: trainSrc.PhantomRows}
+	}
+}
+
+// runRecipe finishes both paths of `ctlens train` once the recipe is built:
+// it prints the recipe as JSON (--print-recipe) or validates it and calls
+// run with a context cancelled by SIGINT or SIGTERM and the progress writer
+// (nil with --no-progress), returning interrupted if the run was cancelled.
+func runRecipe(cmd *cobra.Command, tf *trainFlags, recipe any, validate func() error, interrupted error, run func(ctx context.Context, progress io.Writer) error) error {
+	if tf.printRecipe {
+		b, err := json.MarshalIndent(recipe, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), string(b))
+		return nil
+	}
+	if err := validate(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var progress io.Writer = cmd.ErrOrStderr()
+	if tf.noProgress {
+		progress = nil
+	}
+	if err := run(ctx, progress); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return interrupted
+		}
+		return err
+	}
+	return nil
 }
 
 // parseTrainInput reads "DxHxW", e.g. "32x128x128".

@@ -92,20 +92,13 @@ func (tf *trainFlags) toRecipe2D(t2 *train2DFlags) (train.Recipe2D, error) {
 			return r, err
 		}
 	}
-	var errs []error
-	add := func(name string, apply func() error) {
-		if !f.Changed(name) {
-			return
-		}
-		if err := apply(); err != nil {
-			errs = append(errs, fmt.Errorf("train: --%s: %w", name, err))
-		}
-	}
+	fe := flagErrs{f: f}
+	add := fe.add
 	for _, name := range flags3DOnly {
 		add(name, func() error { return errors.New("does not apply to a 2D model (see --size, --window, --resolutions)") })
 	}
 	if tf.resume {
-		errs = append(errs, errors.New("train: --resume: 2D runs cannot be resumed"))
+		fe.errs = append(fe.errs, errors.New("train: --resume: 2D runs cannot be resumed"))
 	}
 	add("out", func() error { r.Out = tf.out; return nil })
 	add("model", func() error {
@@ -135,32 +128,7 @@ func (tf *trainFlags) toRecipe2D(t2 *train2DFlags) (train.Recipe2D, error) {
 		r.Resolutions = rs
 		return err
 	})
-	if f.Changed("data") || f.Changed("layout") || f.Changed("phantoms") {
-		r.Train = train.DataSource{Folder: tf.data, Layout: tf.layout, Root: tf.root, Phantoms: tf.phantoms}
-	} else if f.Changed("root") {
-		r.Train.Root = tf.root
-	}
-	if f.Changed("phantom-size") {
-		r.Train.PhantomCols, r.Train.PhantomRows = tf.phantomSize, tf.phantomSize
-	}
-	add("seed", func() error { r.Seed = tf.seed; return nil })
-	if r.Train.Phantoms > 0 {
-		if f.Changed("phantom-seed") {
-			r.Train.PhantomSeed = tf.phantomSeed
-		} else if f.Changed("phantoms") || f.Changed("seed") {
-			r.Train.PhantomSeed = r.Seed
-		}
-	}
-	if f.Changed("val-data") || f.Changed("val-layout") {
-		r.Val = train.DataSource{Folder: tf.valData, Layout: tf.valLayout, Root: tf.valRoot}
-	}
-	if f.Changed("test-data") || f.Changed("test-layout") {
-		r.Test = train.DataSource{Folder: tf.testData, Layout: tf.testLayout, Root: tf.testRoot}
-	}
-	if f.Changed("test-phantoms") {
-		r.Test = train.DataSource{Phantoms: tf.testPhantoms, PhantomSeed: r.Train.PhantomSeed ^ 0x7e57,
-			PhantomCols: r.Train.PhantomCols, PhantomRows: r.Train.PhantomRows}
-	}
+	tf.applyDataFlags(&r.Train, &r.Val, &r.Test, &r.Seed)
 	if t2.preset != "" {
 		if err := train.ApplyPreset(&r, t2.preset); err != nil {
 			return r, err
@@ -205,7 +173,7 @@ func (tf *trainFlags) toRecipe2D(t2 *train2DFlags) (train.Recipe2D, error) {
 	add("ema", func() error { r.EMADecay = tf.ema; return nil })
 	add("best-metric", func() error { r.BestMetric = tf.bestMetric; return nil })
 	add("workers", func() error { r.Workers = tf.workers; return nil })
-	return r, errors.Join(errs...)
+	return r, errors.Join(fe.errs...)
 }
 
 // parseSizes reads comma-separated positive sizes, e.g. "64,48,32".
@@ -246,31 +214,19 @@ func runTrain2D(cmd *cobra.Command, tf *trainFlags, t2 *train2DFlags) error {
 	if err != nil {
 		return err
 	}
-	if tf.printRecipe {
-		b, err := json.MarshalIndent(r, "", "  ")
+	interrupted := fmt.Errorf("train: interrupted; the checkpoints of the completed epochs are in %s", r.Out)
+	return runRecipe(cmd, tf, r, r.Validate, interrupted, func(ctx context.Context, progress io.Writer) error {
+		res, err := train.Run2D(ctx, r, train.Options{Progress: progress})
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(cmd.OutOrStdout(), string(b))
+		printTrain2DResult(cmd.OutOrStdout(), res)
 		return nil
-	}
-	if err := r.Validate(); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var progress io.Writer = cmd.ErrOrStderr()
-	if tf.noProgress {
-		progress = nil
-	}
-	res, err := train.Run2D(ctx, r, train.Options{Progress: progress})
-	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("train: interrupted; the checkpoints of the completed epochs are in %s", r.Out)
-	}
-	if err != nil {
-		return err
-	}
-	w := cmd.OutOrStdout()
+	})
+}
+
+// printTrain2DResult prints the summary of a finished 2D run.
+func printTrain2DResult(w io.Writer, res *train.Result2D) {
 	fmt.Fprintf(w, "classes: %s\n", strings.Join(res.Classes, ", "))
 	fmt.Fprintf(w, "slices: %d training (%d scans), %d validation (%d scans)", res.TrainSlices, res.TrainScans, res.ValSlices, res.ValScans)
 	if res.Test != nil {
@@ -292,7 +248,6 @@ func runTrain2D(cmd *cobra.Command, tf *trainFlags, t2 *train2DFlags) error {
 		fmt.Fprintf(w, "test (best epoch): slice accuracy %.4f, loss %.4f, scan accuracy %.4f\n", res.Test.Accuracy, res.Test.Loss, res.Test.ScanAccuracy)
 	}
 	fmt.Fprintf(w, "wrote %s, %s, %s and %s in %s\n", train.BestFile, train.LastFile, train.LogFile, train.CurvesFile, res.Dir)
-	return nil
 }
 
 // multiresFlags are the flags of `ctlens multires`.
