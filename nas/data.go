@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"sort"
 	"sync"
 
-	"github.com/ctlens/ctlens/dicomio"
 	"github.com/ctlens/ctlens/train"
 	"github.com/ctlens/ctlens/volume"
 )
@@ -31,10 +29,6 @@ type Dataset struct {
 	// readable scan, each "path: reason".
 	Skipped []string
 }
-
-// scanLimits are the reading limits of search data: defaults, one decoding
-// worker per scan.
-var scanLimits = dicomio.Limits{Workers: 1}
 
 // OpenData lists the scans of a data source (train.DataSource: a folder
 // per class, a CovidNet3D JSON layout, or synthetic phantoms). Nothing is
@@ -66,25 +60,16 @@ func OpenData(d train.DataSource) (*Dataset, error) {
 		}
 		return ds, nil
 	}
-	var (
-		set *dicomio.Dataset
-		err error
-	)
-	if d.Folder != "" {
-		set, err = dicomio.ReadFolderLayout(d.Folder)
-	} else {
-		root := d.Root
-		if root == "" {
-			root = filepath.Dir(d.Layout)
-		}
-		set, err = dicomio.ReadLayoutJSON(d.Layout, root)
-	}
+	set, err := train.OpenDataset(d)
 	if err != nil {
 		return nil, fmt.Errorf("nas: data %s: %w", d, err)
 	}
-	ds := &Dataset{Classes: set.Classes, Skipped: set.Skipped}
+	ds := &Dataset{Classes: set.Classes}
+	for _, s := range set.Skipped {
+		ds.Skipped = append(ds.Skipped, s.Path+": "+s.Reason)
+	}
 	for _, s := range set.Scans {
-		ds.Items = append(ds.Items, Item{Name: s.Path, Label: s.Label, Load: func() (*volume.Volume, error) { return loadScan(s) }})
+		ds.Items = append(ds.Items, Item{Name: s.Name, Label: s.Label, Load: s.Load})
 	}
 	if len(ds.Items) == 0 {
 		return nil, fmt.Errorf("nas: data %s: no scans found (%d entries skipped)", d, len(ds.Skipped))
@@ -104,9 +89,6 @@ func validateData(d train.DataSource) error {
 	}
 	return nil
 }
-
-// loadScan reads a dataset scan in its stored units.
-func loadScan(s dicomio.Scan) (*volume.Volume, error) { return dicomio.LoadScan(s, scanLimits) }
 
 // SplitHalves splits the items 50/50 within each class, as the reference's
 // search splits its training set into a weight half and an architecture
