@@ -128,20 +128,30 @@ func planeIndex(plane, index string, dims [3]int) (cam.Plane, int, error) {
 	return p, k, nil
 }
 
-func (s *Server) handleOverlay(w http.ResponseWriter, r *http.Request) error {
+// heatViewer resolves the request's series and its viewer files, with a 404
+// when the series has no heatmap.
+func (s *Server) heatViewer(r *http.Request) (*seriesRef, *viewerFiles, error) {
 	ref, err := s.seriesParam(r)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if ref.series.Heatmap == nil {
-		return noHeatmap(ref)
+		return nil, nil, noHeatmap(ref)
 	}
 	v, err := s.viewer(r.Context(), ref)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if !v.hasHeat {
-		return noHeatmap(ref)
+		return nil, nil, noHeatmap(ref)
+	}
+	return ref, v, nil
+}
+
+func (s *Server) handleOverlay(w http.ResponseWriter, r *http.Request) error {
+	ref, v, err := s.heatViewer(r)
+	if err != nil {
+		return err
 	}
 	p, k, err := planeIndex(chi.URLParam(r, "plane"), chi.URLParam(r, "index"), v.meta.Dims)
 	if err != nil {
@@ -182,19 +192,9 @@ func (s *Server) handleVolumeBin(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleHeatBin(w http.ResponseWriter, r *http.Request) error {
-	ref, err := s.seriesParam(r)
+	_, v, err := s.heatViewer(r)
 	if err != nil {
 		return err
-	}
-	if ref.series.Heatmap == nil {
-		return noHeatmap(ref)
-	}
-	v, err := s.viewer(r.Context(), ref)
-	if err != nil {
-		return err
-	}
-	if !v.hasHeat {
-		return noHeatmap(ref)
 	}
 	v.setHeaders(w)
 	return serveFile(w, r, v.heatPath, "application/octet-stream")
